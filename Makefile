@@ -1,0 +1,22 @@
+# Two commands: `make run` (env + the main command) and `make test`.
+PY ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+ARGS ?=
+
+.PHONY: env run test bench clean
+env:
+	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || $(PY) -m pip install --user --quiet uv || $(PY) -m pip install --quiet uv
+	@$(eval UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv))
+	$(UV) sync --locked --python 3.11
+
+run: env
+	$(UV) run --locked python -m fedrecon_bench +task=movielens +algo=fedrecon $(ARGS)
+
+test: env
+	$(UV) run --locked pytest -q $(ARGS)
+
+bench: env
+	$(UV) run --locked python benchmarks/tutorial_vs_bench.py $(ARGS)
+
+clean:
+	rm -rf runs multirun .pytest_cache

@@ -1,0 +1,23 @@
+"""`python -m fedrecon_bench +task=<task> +algo=<algo> [overrides]`."""
+import os
+import sys
+
+from fedrecon_bench.cli_args import normalize
+from fedrecon_bench.errors import UserError
+
+
+def cli() -> None:
+    try:
+        argv = normalize(sys.argv[1:])
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter
+    sys.argv = [sys.argv[0], *argv]
+    from fedrecon_bench.app import main
+
+    main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,9 @@
+"""Algorithm registry: one module per algorithm, named as in conf/algo/."""
+import importlib
+
+_MODULES = {"fedrecon": ("fedrecon_bench.algorithms.fedrecon", "FedRecon")}
+
+
+def get(name: str):
+    module, cls = _MODULES[name]
+    return getattr(importlib.import_module(module), cls)

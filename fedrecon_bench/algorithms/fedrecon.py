@@ -1,0 +1,63 @@
+"""Federated Reconstruction (Singhal et al., NeurIPS 2021, Algorithm 1), on TFF.
+
+    for each round t:
+        S  <- sample clients_per_round training clients       (the loop does this)
+        for each client i in S, in parallel:
+            D_i^s, D_i^q <- split(D_i)                         (split/train)
+            l_i <- init; l_i <- l_i - eta_r * grad_l L(g_t, l_i; D_i^s)   (reconstruction)
+            g_i <- g_t;  g_i <- g_i - eta_u * grad_g L(g_i, l_i; D_i^q)   (global update)
+            send g_t - g_i   (local variables never leave the client)
+        g_{t+1} <- ServerOpt(g_t, weighted mean of the updates)
+    evaluation: reconstruct l_i on D_i^s, measure on the disjoint D_i^q (split/eval).
+
+The client and server steps are TFF's `build_fed_recon`; evaluation is
+`build_fed_recon_eval`. This file only wires the config into them.
+"""
+from __future__ import annotations
+
+import tensorflow_federated as tff
+
+from fedrecon_bench import optimizers, splits
+
+
+class FedRecon:
+    name = "fedrecon"
+
+    def __init__(self, task, info: dict, cfg):
+        self.task, self.info, a = task, info, cfg.algo
+
+        def model_fn():
+            p = task.keras_parts(info)
+            return tff.learning.models.ReconstructionModel.from_keras_model_and_layers(
+                keras_model=p.model, global_layers=p.global_layers,
+                local_layers=p.local_layers, input_spec=p.input_spec)
+
+        recon_opt = optimizers.build(a.reconstruction_optimizer, "algo.reconstruction_optimizer")
+        self.process = tff.learning.algorithms.build_fed_recon(
+            model_fn, loss_fn=task.loss_fn(), metrics_fn=task.metrics_fn(),
+            server_optimizer_fn=optimizers.build(a.server_optimizer, "algo.server_optimizer"),
+            client_optimizer_fn=optimizers.build(a.client_optimizer, "algo.client_optimizer"),
+            reconstruction_optimizer_fn=recon_opt,
+            dataset_split_fn=splits.build(cfg.split.train, "split.train"))
+        self.eval_process = tff.learning.algorithms.build_fed_recon_eval(
+            model_fn, loss_fn=task.loss_fn(), metrics_fn=task.metrics_fn(),
+            reconstruction_optimizer_fn=recon_opt,
+            dataset_split_fn=splits.build(cfg.split.eval, "split.eval", evaluation=True))
+        self._eval_state = self.eval_process.initialize()
+
+    def initialize(self):
+        return self.process.initialize()
+
+    def next(self, state, client_datasets):
+        out = self.process.next(state, client_datasets)
+        return out.state, dict(out.metrics["client_work"]["train"])
+
+    def evaluate(self, state, client_datasets) -> dict:
+        eval_state = self.eval_process.set_model_weights(
+            self._eval_state, self.process.get_model_weights(state))
+        _, metrics = self.eval_process.next(eval_state, client_datasets)
+        return dict(metrics["client_work"]["eval"]["current_round_metrics"])
+
+    def global_weights(self, state):
+        """What the server holds: the global model weights only."""
+        return self.process.get_model_weights(state)

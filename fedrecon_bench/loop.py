@@ -1,0 +1,104 @@
+"""The benchmark loop: sample clients, run a round, evaluate, log.
+
+Algorithms provide initialize/next/evaluate; tasks provide data and model.
+Each client's tf.data.Dataset is built once and reused across rounds, so a long
+run does not create (and leak) new datasets every round.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+import tasks
+from fedrecon_bench import algorithms, validate
+from fedrecon_bench.run_log import RunLog
+
+
+class _Datasets:
+    """Lazily built, cached tf.data.Datasets of one client population."""
+
+    def __init__(self, task, clients):
+        self.task, self.clients, self._cache = task, clients, {}
+
+    def __getitem__(self, i: int):
+        if i not in self._cache:
+            self._cache[i] = self.task.client_dataset(self.clients.examples[i])
+        return self._cache[i]
+
+    def all(self):
+        return [self[i] for i in range(len(self.clients))]
+
+
+def count_params(task, info) -> tuple[int, int]:
+    parts = task.keras_parts(info)
+    count = lambda layers: int(sum(np.prod(w.shape) for l in layers for w in l.weights))
+    return count(parts.global_layers), count(parts.local_layers)
+
+
+def _clean(metrics: dict, names) -> dict:
+    out = {k: float(metrics[k]) for k in names if k in metrics}
+    for k in ("num_examples", "num_batches"):
+        if k in metrics:
+            out[k] = int(metrics[k])
+    return out
+
+
+def run(cfg, run_dir: str) -> dict:
+    """Runs one benchmark job; returns the summary written to summary.json."""
+    t0 = time.time()
+    validate.check_config(cfg)
+    task = tasks.get(cfg.task.name)(cfg.task, cfg.data_dir, cfg.seed)
+    data = task.load()
+    validate.check_population(cfg, data)
+    algo = algorithms.get(cfg.algo.name)(task, data.info, cfg)
+    global_params, local_params = count_params(task, data.info)
+
+    log = RunLog(run_dir, cfg)
+    summary = {"task": cfg.task.name, "algo": cfg.algo.name, "seed": cfg.seed,
+               "status": "failed", "final": {}, "wall_s": None,
+               "global_params": global_params, "local_params": local_params,
+               "rounds": cfg.rounds, "clients_per_round": cfg.clients_per_round,
+               "num_clients": {s: len(getattr(data, s)) for s in ("train", "val", "test")},
+               "round_reached": 0, "run_dir": run_dir}
+    train, val, test = (_Datasets(task, getattr(data, s)) for s in ("train", "val", "test"))
+    rng = np.random.default_rng([cfg.seed, 2])  # client sampling only
+    names = task.metric_names
+    try:
+        state = algo.initialize()
+        bar = tqdm(range(1, cfg.rounds + 1), desc=f"{cfg.task.name}/{cfg.algo.name}",
+                   file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+        for r in bar:
+            t = time.time()
+            ids = rng.choice(len(data.train), size=cfg.clients_per_round, replace=False)
+            state, m = algo.next(state, [train[i] for i in ids])
+            rec = log.row(r, "train", _clean(m, names), clients=len(ids), round_s=time.time() - t)
+            summary["round_reached"] = r
+            bar.set_postfix(loss=f"{rec['loss']:.4f}",
+                            **{task.headline_metric: f"{rec.get(task.headline_metric, float('nan')):.4f}"})
+            if not math.isfinite(rec["loss"]):
+                summary.update(status="diverged",
+                               error=f"non-finite training loss ({rec['loss']}) at round {r}")
+                break
+            if r % cfg.eval_every == 0 or r == cfg.rounds:
+                t = time.time()
+                log.row(r, "val", _clean(algo.evaluate(state, val.all()), names),
+                        clients=len(data.val), eval_s=time.time() - t)
+        bar.close()
+        if summary["status"] != "diverged":
+            t = time.time()
+            log.row(cfg.rounds, "test", _clean(algo.evaluate(state, test.all()), names),
+                    clients=len(data.test), eval_s=time.time() - t)
+            summary["status"] = "completed"
+    except BaseException as e:
+        summary["error"] = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        summary["final"] = {s: {k: v for k, v in rec.items() if k not in ("round", "split")}
+                            for s, rec in log.last.items()}
+        summary["wall_s"] = round(time.time() - t0, 3)
+        log.finish(summary)
+    return summary

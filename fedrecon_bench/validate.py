@@ -1,0 +1,42 @@
+"""Config checks that run before any data is read or any model is built."""
+from __future__ import annotations
+
+from fedrecon_bench import optimizers, splits
+from fedrecon_bench.errors import UserError
+
+
+def _positive_int(cfg, key: str, allow_none: bool = False) -> None:
+    v = cfg
+    for part in key.split("."):
+        v = v.get(part) if v is not None else None
+    if v is None and allow_none:
+        return
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        extra = " or null (no cap)" if allow_none else ""
+        raise UserError(f"{key}={v!r} must be an integer >= 1{extra}")
+
+
+def check_config(cfg) -> None:
+    for key in ("rounds", "clients_per_round", "eval_every", "task.batch_size"):
+        _positive_int(cfg, key)
+    if "max_examples_per_user" in cfg.task:
+        _positive_int(cfg, "task.max_examples_per_user", allow_none=True)
+    if not isinstance(cfg.seed, int):
+        raise UserError(f"seed={cfg.seed!r} must be an integer")
+    for key in ("server_optimizer", "client_optimizer", "reconstruction_optimizer"):
+        if key in cfg.algo:
+            optimizers.check(cfg.algo[key], f"algo.{key}")
+    splits.check(cfg.split.train, "split.train", evaluation=False)
+    splits.check(cfg.split.eval, "split.eval", evaluation=True)
+
+
+def check_population(cfg, data) -> None:
+    """Checks that need the loaded data, still before training."""
+    n = len(data.train)
+    if cfg.clients_per_round > n:
+        raise UserError(
+            f"clients_per_round={cfg.clients_per_round} is larger than the {n} training clients; "
+            f"set clients_per_round<={n}")
+    for split in ("val", "test"):
+        if len(getattr(data, split)) == 0:
+            raise UserError(f"the {split} population is empty; use more users (task.max_users)")

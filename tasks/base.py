@@ -1,0 +1,86 @@
+"""The small interface the training loop uses for every task.
+
+A task turns raw files into per-client example arrays (data), builds a Keras
+model and names which of its layers are global and which are local (model),
+and supplies the loss and metrics (metrics). Algorithms combine these pieces
+into TFF computations, so adding a task never touches an algorithm.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class ClientSet:
+    """The clients of one population (train, val or test).
+
+    `examples[i]` is a dict of equal-length numpy arrays: client i's examples,
+    already shuffled (seeded) and capped. Batching happens in the task's
+    `client_dataset`, so arrays stay cheap to keep and to cut in halves.
+    """
+
+    ids: list
+    examples: list[dict[str, np.ndarray]]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def num_examples(self) -> int:
+        return int(sum(len(next(iter(e.values()))) for e in self.examples))
+
+
+@dataclasses.dataclass
+class FederatedData:
+    train: ClientSet
+    val: ClientSet
+    test: ClientSet
+    info: dict  # task-specific facts the model needs (e.g. num_items)
+
+
+@dataclasses.dataclass
+class KerasParts:
+    """A Keras model plus the partition of its layers into global and local."""
+
+    model: "object"  # tf.keras.Model
+    global_layers: Sequence
+    local_layers: Sequence
+    input_spec: object
+
+
+class Task:
+    """Base class; see tasks/movielens.py for a complete example."""
+
+    name: str = ""
+
+    def __init__(self, cfg, data_dir: str, seed: int):
+        self.cfg = cfg
+        self.data_dir = data_dir
+        self.seed = seed
+
+    # --- data -------------------------------------------------------------
+    def load(self) -> FederatedData:
+        raise NotImplementedError
+
+    def client_dataset(self, examples: dict[str, np.ndarray]):
+        """A batched tf.data.Dataset in the model's input_spec structure."""
+        raise NotImplementedError
+
+    # --- model ------------------------------------------------------------
+    def keras_parts(self, info: dict) -> KerasParts:
+        raise NotImplementedError
+
+    # --- loss and metrics ---------------------------------------------------
+    def loss_fn(self) -> Callable:
+        raise NotImplementedError
+
+    def metrics_fn(self) -> Callable[[], list]:
+        raise NotImplementedError
+
+    # Metrics reported from the aggregated keras metrics, in display order.
+    metric_names: tuple[str, ...] = ("loss",)
+    # The metric the progress bar and tables lead with.
+    headline_metric: str = "loss"

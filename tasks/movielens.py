@@ -1,0 +1,368 @@
+"""MovieLens matrix factorization: item embeddings global, one user embedding local.
+
+Data: the official ml-1m layout (`ratings.dat`, downloaded from GroupLens when
+absent), a ratings CSV (`user_id,item_id,rating[,timestamp]`), or ML-100K
+`u.data`. Preparation is vectorized: one lexsort over all ratings instead of a
+per-user pandas filter.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+
+import numpy as np
+import tensorflow as tf
+
+from fedrecon_bench.errors import UserError
+from tasks.base import ClientSet, FederatedData, KerasParts, Task
+
+ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
+ML1M_MD5 = "c4d9eecfca2ab87c1945afe126590906"
+RATING_MIN, RATING_MAX = 1.0, 5.0
+
+
+# --------------------------------------------------------------------------
+# Reading ratings files
+# --------------------------------------------------------------------------
+class Ratings(collections.namedtuple("Ratings", "user item rating timestamp")):
+    """Parallel arrays of raw ids (as in the file), ratings, timestamps (or None)."""
+
+
+def _first_bad_line(path: str, sep: str, ncols: tuple[int, ...], skip: int, encoding="latin-1"):
+    """Slow path, only after the fast parser failed: find the line to report."""
+    with open(path, encoding=encoding) as f:
+        for lineno, line in enumerate(f, start=1):
+            if lineno <= skip or not line.strip():
+                continue
+            fields = line.rstrip("\r\n").split(sep)
+            ok = len(fields) in ncols
+            if ok:
+                try:
+                    [int(fields[0]), int(fields[1]), float(fields[2])]
+                    [int(v) for v in fields[3:]]
+                except ValueError:
+                    ok = False
+            if not ok:
+                return lineno, line.rstrip("\r\n")
+    return None, None
+
+
+def _parse(path: str, sep: str, names: list[str], skip: int, expected: str) -> Ratings:
+    import pandas as pd  # imported here: only the loaders need it
+
+    with open(path, "rb") as f:
+        raw = f.read()
+    if sep == "::":  # pandas' C parser takes one-character separators only
+        raw, sep = raw.replace(b"::", b"\t"), "\t"
+    try:
+        df = pd.read_csv(
+            io.BytesIO(raw), sep=sep, header=None, names=names, skiprows=skip,
+            dtype={"user": np.int64, "item": np.int64, "rating": np.float64,
+                   "timestamp": np.int64}, engine="c", skip_blank_lines=True,
+        )
+        if df.isna().any().any():
+            raise ValueError("missing field")
+    except (ValueError, pd.errors.ParserError):
+        lineno, line = _first_bad_line(path, "::" if path.endswith(".dat") else
+                                       ("\t" if sep == "\t" else sep), (len(names),), skip)
+        where = f"{path}:{lineno}" if lineno else path
+        raise UserError(
+            f"{where}: malformed ratings line {line!r}; expected {expected} "
+            "(fix or delete that line)") from None
+    bad = np.flatnonzero((df["rating"].to_numpy() < RATING_MIN) | (df["rating"].to_numpy() > RATING_MAX))
+    if bad.size:
+        i = int(bad[0])
+        raise UserError(
+            f"{path}:{i + 1 + skip}: rating {df['rating'].iloc[i]:g} is outside "
+            f"{RATING_MIN:g}..{RATING_MAX:g} (fix or delete that line)")
+    if len(df) == 0:
+        raise UserError(f"{path}: no ratings in the file (point task.ratings_file at a ratings file)")
+    ts = df["timestamp"].to_numpy() if "timestamp" in df else None
+    return Ratings(df["user"].to_numpy(), df["item"].to_numpy(),
+                   df["rating"].to_numpy(np.float32), ts)
+
+
+def read_ratings(path: str) -> Ratings:
+    """Reads any of the three supported layouts, chosen by the file name."""
+    name = os.path.basename(path)
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: ratings file not found (check task.ratings_file / data_dir)")
+    if name.endswith(".dat"):
+        return _parse(path, "::", ["user", "item", "rating", "timestamp"], 0,
+                      "'UserID::MovieID::Rating::Timestamp'")
+    if name == "u.data" or name.endswith(".tsv"):
+        return _parse(path, "\t", ["user", "item", "rating", "timestamp"], 0,
+                      "'user<TAB>item<TAB>rating<TAB>timestamp'")
+    if name.endswith(".csv"):
+        with open(path, encoding="utf-8") as f:
+            header = f.readline().strip().split(",")
+        if header[:3] != ["user_id", "item_id", "rating"] or header[3:] not in ([], ["timestamp"]):
+            raise UserError(
+                f"{path}:1: CSV header is {','.join(header)!r}; expected "
+                "'user_id,item_id,rating' or 'user_id,item_id,rating,timestamp'")
+        names = ["user", "item", "rating"] + (["timestamp"] if len(header) == 4 else [])
+        return _parse(path, ",", names, 1, f"'{','.join(header)}'")
+    raise UserError(
+        f"{path}: unknown ratings format; use ratings.dat (GroupLens '::' layout), "
+        "a .csv with header user_id,item_id,rating[,timestamp], or ML-100K u.data")
+
+
+# --------------------------------------------------------------------------
+# Finding or downloading the data
+# --------------------------------------------------------------------------
+def md5sum(path: str) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(url: str, dest: str, md5: str | None, timeout: float = 60.0) -> str:
+    """Downloads to `dest` via a temporary name; a wrong checksum leaves nothing."""
+    os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".download-", dir=os.path.dirname(dest) or ".")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            shutil.copyfileobj(resp, out)
+        got = md5sum(tmp)
+        if md5 and got != md5:
+            raise UserError(
+                f"{url}: downloaded file has md5 {got}, expected {md5}; the download "
+                "is corrupt or the URL is wrong (retry, or set task.download_url/task.download_md5)")
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError) as e:
+        raise UserError(f"{url}: download failed ({e}); check the URL or your network, "
+                        "or place the files in the data dir yourself") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return dest
+
+
+def safe_extract_zip(zip_path: str, dest_dir: str) -> None:
+    """Extracts every member into a fresh temp dir, then moves each top-level entry
+    into `dest_dir` by rename, so a crash never leaves a half-written file there.
+    Member names that are absolute or climb out with '..' are refused."""
+    try:
+        zf = zipfile.ZipFile(zip_path)
+    except zipfile.BadZipFile:
+        raise UserError(f"{zip_path}: not a valid zip archive (truncated download?); "
+                        "delete it and run again to re-download") from None
+    with zf:
+        for name in zf.namelist():
+            parts = name.replace("\\", "/").split("/")
+            if name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+                raise UserError(f"{zip_path}: unsafe member name {name!r}; refusing to extract")
+        bad = zf.testzip()
+        if bad is not None:
+            raise UserError(f"{zip_path}: member {bad!r} is corrupt; delete the archive and re-download")
+        os.makedirs(dest_dir, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".extract-", dir=dest_dir)
+        try:
+            zf.extractall(tmp)
+            for root, _, files in os.walk(tmp):
+                rel = os.path.relpath(root, tmp)
+                os.makedirs(os.path.join(dest_dir, rel), exist_ok=True)
+                # ratings.dat last: its presence means the extraction finished.
+                for f in sorted(files, key=lambda f: f == "ratings.dat"):
+                    os.replace(os.path.join(root, f), os.path.join(dest_dir, rel, f))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def find_ratings_file(cfg, data_dir: str) -> str:
+    """Returns the ratings file to read, downloading ML-1M if allowed and needed."""
+    if cfg.get("ratings_file"):
+        return os.path.expanduser(str(cfg.ratings_file))
+    data_dir = os.path.expanduser(data_dir)
+    if cfg.dataset == "ml-100k":
+        path = os.path.join(data_dir, "ml-100k", "u.data")
+        if not os.path.isfile(path):
+            raise UserError(
+                f"{path}: ML-100K not found; unpack ml-100k.zip from GroupLens into {data_dir} "
+                "or set data_dir / FEDRECON_BENCH_DATA")
+        return path
+    if cfg.dataset != "ml-1m":
+        raise UserError(f"task.dataset={cfg.dataset!r} is unknown; use ml-1m or ml-100k")
+    root = os.path.join(data_dir, "ml-1m")
+    for name in ("ratings.dat", "ratings.csv"):
+        if os.path.isfile(os.path.join(root, name)):
+            return os.path.join(root, name)
+    if not cfg.get("download", True):
+        raise UserError(
+            f"no MovieLens-1M ratings in {root} (looked for ratings.dat, ratings.csv) and "
+            f"task.download=false; set FEDRECON_BENCH_DATA or data_dir to a directory with "
+            f"ml-1m/, or allow the download of {cfg.download_url}")
+    zip_path = os.path.join(data_dir, "ml-1m.zip")
+    if not (os.path.isfile(zip_path) and md5sum(zip_path) == cfg.download_md5):
+        try:
+            download(cfg.download_url, zip_path, cfg.download_md5)
+        except UserError as e:
+            raise UserError(
+                f"no MovieLens-1M ratings in {root} and the download failed: {e} -- set "
+                f"FEDRECON_BENCH_DATA (or data_dir=) to a directory holding ml-1m/ratings.dat "
+                f"or ml-1m/ratings.csv, or fetch {cfg.download_url} yourself") from None
+    safe_extract_zip(zip_path, data_dir)
+    path = os.path.join(root, "ratings.dat")
+    if not os.path.isfile(path):
+        raise UserError(f"{zip_path}: archive has no ml-1m/ratings.dat; delete it and re-download")
+    return path
+
+
+# --------------------------------------------------------------------------
+# Preparation: dense ids, user split, per-user shuffle and cap (vectorized)
+# --------------------------------------------------------------------------
+def split_users(num_users: int, seed: int, fractions=(0.8, 0.1)) -> tuple[np.ndarray, ...]:
+    perm = np.random.default_rng(seed).permutation(num_users)
+    a = int(num_users * fractions[0])
+    b = int(num_users * (fractions[0] + fractions[1]))
+    return perm[:a], perm[a:b], perm[b:]
+
+
+def prepare(r: Ratings, seed: int, max_examples_per_user: int | None,
+            max_users: int | None) -> tuple[list[int], list[dict], int, np.ndarray]:
+    """Per-user example arrays, in dense user order.
+
+    Returns (raw user ids, per-user examples, num_items, raw item id per dense id).
+    Items are remapped over the whole file (ascending raw id, as the TFF tutorial
+    does), so the model size does not depend on `max_users`.
+    """
+    raw_users, user_idx = np.unique(r.user, return_inverse=True)
+    raw_items, item_idx = np.unique(r.item, return_inverse=True)
+    keep = np.ones(len(user_idx), bool) if not max_users else user_idx < max_users
+    user_idx, item_idx, rating = user_idx[keep], item_idx[keep], r.rating[keep]
+    # One seeded random key per rating; lexsort groups by user, shuffles within.
+    key = np.random.default_rng([seed, 1]).random(len(user_idx))
+    order = np.lexsort((key, user_idx))
+    user_idx, item_idx, rating = user_idx[order], item_idx[order], rating[order]
+    num_users = int(user_idx.max()) + 1 if len(user_idx) else 0
+    starts = np.searchsorted(user_idx, np.arange(num_users))
+    ends = np.searchsorted(user_idx, np.arange(num_users), side="right")
+    cap = max_examples_per_user or np.iinfo(np.int64).max
+    examples = [
+        {"item": item_idx[s:min(e, s + cap)].astype(np.int64),
+         "rating": rating[s:min(e, s + cap)].astype(np.float32)}
+        for s, e in zip(starts, ends)
+    ]
+    return raw_users[:num_users].tolist(), examples, len(raw_items), raw_items
+
+
+class MovieLens(Task):
+    name = "movielens"
+    metric_names = ("loss", "rating_accuracy", "rmse")
+    headline_metric = "rating_accuracy"
+
+    def load(self) -> FederatedData:
+        path = find_ratings_file(self.cfg, self.data_dir)
+        ratings = read_ratings(path)
+        users, examples, num_items, _ = prepare(
+            ratings, self.seed, self.cfg.max_examples_per_user, self.cfg.get("max_users"))
+        tr, va, te = split_users(len(users), self.seed)
+
+        def subset(idx):
+            idx = np.sort(idx)
+            return ClientSet([users[i] for i in idx], [examples[i] for i in idx])
+
+        return FederatedData(subset(tr), subset(va), subset(te),
+                             {"num_items": num_items, "ratings_file": path})
+
+    def client_dataset(self, ex):
+        return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+            x=ex["item"][:, None], y=ex["rating"][:, None])).batch(self.cfg.batch_size)
+
+    # --- model ------------------------------------------------------------
+    def keras_parts(self, info: dict) -> KerasParts:
+        c, dim = self.cfg, self.cfg.embedding_dim
+        init = lambda k: tf.keras.initializers.RandomUniform(-0.05, 0.05, seed=self.seed * 1000 + k)
+        item_input = tf.keras.layers.Input(shape=[1], dtype=tf.int64, name="item")
+        item_emb = tf.keras.layers.Embedding(info["num_items"], dim, embeddings_initializer=init(1),
+                                             name="item_embedding")
+        user_emb = UserVector(dim, init(2), name="user_embedding")
+        item_vec = tf.keras.layers.Flatten()(item_emb(item_input))
+        user_vec = user_emb(item_input)
+        pred = tf.keras.layers.Dot(axes=1)([user_vec, item_vec])
+        global_layers, local_layers = [item_emb], [user_emb]
+        penalty_terms = [user_vec, item_vec]
+        if c.biases:
+            item_bias = tf.keras.layers.Embedding(info["num_items"], 1, embeddings_initializer="zeros",
+                                                  name="item_bias")
+            user_bias = UserVector(1, "zeros", name="user_bias")
+            ib, ub = tf.keras.layers.Flatten()(item_bias(item_input)), user_bias(item_input)
+            pred = tf.keras.layers.Add()([pred, ib, ub])
+            global_layers.append(item_bias)
+            local_layers.append(user_bias)
+            penalty_terms += [ib, ub]
+        outputs = pred
+        if c.l2 > 0:
+            # TFF's reconstruction loop ignores model.losses, so the L2 penalty on
+            # the factors used by each example travels as a second output column.
+            sq = [tf.reduce_sum(tf.square(t), axis=1, keepdims=True) for t in penalty_terms]
+            penalty = tf.keras.layers.Lambda(lambda ts: c.l2 * tf.add_n(ts))(sq)
+            outputs = tf.keras.layers.Concatenate(axis=1)([pred, penalty])
+        model = tf.keras.Model(inputs=item_input, outputs=outputs)
+        spec = collections.OrderedDict(x=tf.TensorSpec([None, 1], tf.int64),
+                                       y=tf.TensorSpec([None, 1], tf.float32))
+        return KerasParts(model, global_layers, local_layers, spec)
+
+    # --- loss and metrics ---------------------------------------------------
+    def loss_fn(self):
+        return lambda: PenalizedMSE(name="mse")
+
+    def metrics_fn(self):
+        return lambda: [RatingAccuracy(), RMSE()]
+
+
+class UserVector(tf.keras.layers.Layer):
+    """One trainable vector for the client's user, broadcast over the batch."""
+
+    def __init__(self, dim, initializer, **kw):
+        super().__init__(**kw)
+        self.dim, self.initializer = dim, tf.keras.initializers.get(initializer)
+
+    def build(self, input_shape):
+        self.vector = self.add_weight(name="kernel", shape=(1, self.dim),
+                                      initializer=self.initializer, trainable=True)
+
+    def call(self, inputs):
+        return tf.broadcast_to(self.vector, [tf.shape(inputs)[0], self.dim])
+
+
+def _pred(y_pred):
+    return y_pred[:, :1]  # column 0 is the rating; column 1 (if any) the L2 penalty
+
+
+class PenalizedMSE(tf.keras.losses.Loss):
+    """Squared error per example, plus the example's L2 penalty when the model emits one."""
+
+    def call(self, y_true, y_pred):
+        se = tf.square(y_true[:, 0] - y_pred[:, 0])
+        if y_pred.shape[-1] == 2:
+            se = se + y_pred[:, 1]
+        return se
+
+
+class RatingAccuracy(tf.keras.metrics.Mean):
+    """Fraction of predictions within 0.5 of the true rating (the tutorial's metric)."""
+
+    def __init__(self, name="rating_accuracy", **kw):
+        super().__init__(name=name, **kw)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        hit = tf.cast(tf.abs(y_true - _pred(y_pred)) <= 0.5, tf.float32)
+        return super().update_state(hit, sample_weight=sample_weight)
+
+
+class RMSE(tf.keras.metrics.RootMeanSquaredError):
+    def __init__(self, name="rmse", **kw):
+        super().__init__(name=name, **kw)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true, _pred(y_pred), sample_weight=sample_weight)
