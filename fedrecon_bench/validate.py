@@ -19,8 +19,11 @@ def _positive_int(cfg, key: str, allow_none: bool = False) -> None:
 def check_config(cfg) -> None:
     for key in ("rounds", "clients_per_round", "eval_every", "task.batch_size"):
         _positive_int(cfg, key)
-    if "max_examples_per_user" in cfg.task:
-        _positive_int(cfg, "task.max_examples_per_user", allow_none=True)
+    for key in ("max_examples_per_user", "max_users"):  # 0 would silently mean "no cap"
+        if key in cfg.task:
+            _positive_int(cfg, f"task.{key}", allow_none=True)
+    if "embedding_dim" in cfg.task:
+        _positive_int(cfg, "task.embedding_dim")
     if not isinstance(cfg.seed, int):
         raise UserError(f"seed={cfg.seed!r} must be an integer")
     for key in ("server_optimizer", "client_optimizer", "reconstruction_optimizer"):

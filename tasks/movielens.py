@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import http.client
 import io
+import math
 import os
 import shutil
 import tempfile
@@ -47,11 +49,24 @@ def _first_bad_line(path: str, sep: str, ncols: tuple[int, ...], skip: int, enco
                 try:
                     [int(fields[0]), int(fields[1]), float(fields[2])]
                     [int(v) for v in fields[3:]]
+                    ok = math.isfinite(float(fields[2]))  # pandas reads 'nan' as missing
                 except ValueError:
                     ok = False
             if not ok:
                 return lineno, line.rstrip("\r\n")
     return None, None
+
+
+def _line_of_row(path: str, row: int, skip: int, encoding="latin-1") -> int | None:
+    """File line number of data row `row` (0-based); blank lines are skipped, as pandas does."""
+    n = -1
+    with open(path, encoding=encoding) as f:
+        for lineno, line in enumerate(f, start=1):
+            if lineno > skip and line.strip():
+                n += 1
+                if n == row:
+                    return lineno
+    return None
 
 
 def _parse(path: str, sep: str, names: list[str], skip: int, expected: str) -> Ratings:
@@ -80,7 +95,7 @@ def _parse(path: str, sep: str, names: list[str], skip: int, expected: str) -> R
     if bad.size:
         i = int(bad[0])
         raise UserError(
-            f"{path}:{i + 1 + skip}: rating {df['rating'].iloc[i]:g} is outside "
+            f"{path}:{_line_of_row(path, i, skip)}: rating {df['rating'].iloc[i]:g} is outside "
             f"{RATING_MIN:g}..{RATING_MAX:g} (fix or delete that line)")
     if len(df) == 0:
         raise UserError(f"{path}: no ratings in the file (point task.ratings_file at a ratings file)")
@@ -101,7 +116,7 @@ def read_ratings(path: str) -> Ratings:
         return _parse(path, "\t", ["user", "item", "rating", "timestamp"], 0,
                       "'user<TAB>item<TAB>rating<TAB>timestamp'")
     if name.endswith(".csv"):
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a BOM (spreadsheet export) is no header error
             header = f.readline().strip().split(",")
         if header[:3] != ["user_id", "item_id", "rating"] or header[3:] not in ([], ["timestamp"]):
             raise UserError(
@@ -138,7 +153,8 @@ def download(url: str, dest: str, md5: str | None, timeout: float = 60.0) -> str
                 f"{url}: downloaded file has md5 {got}, expected {md5}; the download "
                 "is corrupt or the URL is wrong (retry, or set task.download_url/task.download_md5)")
         os.replace(tmp, dest)
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
+        # ValueError: a malformed URL ("unknown url type"); HTTPException: a cut connection
         raise UserError(f"{url}: download failed ({e}); check the URL or your network, "
                         "or place the files in the data dir yourself") from None
     finally:
@@ -246,7 +262,7 @@ def prepare(r: Ratings, seed: int, max_examples_per_user: int | None,
     num_users = int(user_idx.max()) + 1 if len(user_idx) else 0
     starts = np.searchsorted(user_idx, np.arange(num_users))
     ends = np.searchsorted(user_idx, np.arange(num_users), side="right")
-    cap = max_examples_per_user or np.iinfo(np.int64).max
+    cap = max_examples_per_user or len(user_idx)  # no cap; int64 max would overflow s + cap
     examples = [
         {"item": item_idx[s:min(e, s + cap)].astype(np.int64),
          "rating": rating[s:min(e, s + cap)].astype(np.float32)}
