@@ -42,8 +42,7 @@ def _check(group: str, value: str) -> None:
 
 def normalize(argv: list[str]) -> list[str]:
     """Returns argv for Hydra, or raises UserError naming what is missing/unknown."""
-    if any(a in ("--help", "-h", "--hydra-help", "--info", "-i") or a.startswith("--info")
-           or a.startswith("--cfg") or a == "-c" for a in argv):
+    if any(a in ("--help", "-h", "--hydra-help") for a in argv):
         return argv
     argv = list(argv)
     i, exp = _find(argv, "experiment")
@@ -56,14 +55,16 @@ def normalize(argv: list[str]) -> list[str]:
             for group in ("task", "algo"):
                 if _find(argv, group)[0] is None and meta.get(group):
                     argv.append(f"+{group}={meta[group]}")
+    head = []  # appended groups go first, in merge order: task, algo, then the preset
     for group in ("task", "algo"):
         j, val = _find(argv, group)
         if j is None:
             raise UserError(f"no {group} given; add +{group}=<name> with one of: "
                             f"{', '.join(options(group))}")
         _check(group, val)
-        if not argv[j].startswith("+"):
-            argv[j] = "+" + argv[j]  # task/algo are appended groups
+        argv.pop(j)
+        head.append(f"+{group}={val}")  # task/algo are appended groups
     if exp is not None:
-        argv.append(f"+experiment={exp}")  # after task/algo: the preset's values win
+        head.append(f"+experiment={exp}")  # after task/algo: the preset's values win
+    argv = head + argv
     return argv

@@ -14,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 import tasks
-from fedrecon_bench import algorithms, validate
+from fedrecon_bench import algorithms, tff_runtime, validate
 from fedrecon_bench.run_log import RunLog
 
 
@@ -54,6 +54,7 @@ def run(cfg, run_dir: str) -> dict:
     task = tasks.get(cfg.task.name)(cfg.task, cfg.data_dir, cfg.seed)
     data = task.load()
     validate.check_population(cfg, data)
+    tff_runtime.start()
     algo = algorithms.get(cfg.algo.name)(task, data.info, cfg)
     global_params, local_params = count_params(task, data.info)
 
