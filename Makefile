@@ -1,12 +1,13 @@
-# Two commands: `make run` (env + the main command) and `make test`.
+# Two commands: `make run` (locked env + the main command) and `make test`.
+# uv is installed with pip when missing; everything else comes from uv.lock.
 PY ?= python3
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+UV = $$(command -v uv 2>/dev/null || echo "$$HOME/.local/bin/uv")
 ARGS ?=
 
 .PHONY: env run test bench clean
 env:
-	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || $(PY) -m pip install --user --quiet uv || $(PY) -m pip install --quiet uv
-	@$(eval UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv))
+	@command -v uv >/dev/null 2>&1 || [ -x "$$HOME/.local/bin/uv" ] || \
+	  $(PY) -m pip install --quiet uv || $(PY) -m pip install --quiet --user uv
 	$(UV) sync --locked --python 3.11
 
 run: env

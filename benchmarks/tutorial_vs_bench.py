@@ -56,21 +56,17 @@ than the tutorial's python-engine read of ratings.dat, so A's prep time here
 is, if anything, lower than the tutorial's own.
 
 Measured: 2-core machine, TF 2.14.1, TFF 0.87, defaults (20 rounds, 2000 users,
-1600/200/200 split, shared ratings.csv), project first. Another engineer's test
-run shared the machine during the project's rounds 1-8; the project's rounds
-9-20 averaged 1.62 s against the tutorial's 1.76 s, and the medians over rounds
-2-20 were 1.67 s against 1.70 s:
+1600/200/200 split, shared ratings.csv), project first, machine otherwise idle:
                                           tutorial   project  tut/proj
-    data prep (s)                            19.16      0.29     65.65x
-    data prep + tf.data, all users (s)       19.16      1.09     17.63x
-    init: build + initialize (s)              0.99      1.26      0.79x
-    round 1, incl. tracing (s)                2.11      2.95      0.72x
-    round 2..20 mean (s/round)                1.72      1.87      0.92x
-    val evaluation (s)                        5.17      4.72      1.09x
-    end-to-end (s)                           60.08     44.69      1.34x
-    final val rating_accuracy               0.3130    0.2928         -
-    init parts (s): tutorial build processes 0.90, initialize 0.09;
-                    project build processes 1.15, initialize 0.04, count_params 0.05
+    data prep (s)                            19.12      0.30     64.63x
+    data prep + tf.data, all users (s)       19.12      1.08     17.67x
+    init: build + initialize (s)              0.89      1.26      0.71x
+    round 1, incl. tracing (s)                1.93      1.87      1.03x
+    round 2..20 mean (s/round)                1.76      1.61      1.09x
+    val evaluation (s)                        5.24      4.66      1.12x
+    end-to-end (s)                           60.68     38.70      1.57x
+    final val rating_accuracy               0.3128    0.2928         -
+    init parts (s): tutorial build processes 0.82, initialize 0.07; project build processes 1.16, initialize 0.03, count_params 0.05
 """
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ run does not create (and leak) new datasets every round.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 
@@ -37,6 +38,18 @@ def count_params(task, info) -> tuple[int, int]:
     parts = task.keras_parts(info)
     count = lambda layers: int(sum(np.prod(w.shape) for l in layers for w in l.weights))
     return count(parts.global_layers), count(parts.local_layers)
+
+
+def save_global_weights(path: str, task, info, weights) -> None:
+    """The server's final global weights, as `<index>/<variable name>` npz arrays
+    (no pickle), so analysis can rebuild the model and reconstruct unseen users."""
+    names = [w.name for l in task.keras_parts(info).global_layers for w in l.trainable_weights]
+    arrays = [np.asarray(a) for a in weights]
+    if len(names) != len(arrays):
+        names = [f"w{i}" for i in range(len(arrays))]
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **{f"{i:03d}/{n}": a for i, (n, a) in enumerate(zip(names, arrays))})
+    os.replace(tmp, path)
 
 
 def _clean(metrics: dict, names) -> dict:
@@ -93,6 +106,8 @@ def run(cfg, run_dir: str) -> dict:
             t = time.time()
             log.row(cfg.rounds, "test", _clean(algo.evaluate(state, test.all()), names),
                     clients=len(data.test), eval_s=time.time() - t)
+            save_global_weights(os.path.join(run_dir, "global_weights.npz"), task, data.info,
+                                algo.global_weights(state).trainable)
             summary["status"] = "completed"
     except BaseException as e:
         summary["error"] = f"{type(e).__name__}: {e}"

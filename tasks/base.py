@@ -28,6 +28,11 @@ class ClientSet:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def index_of(self, client_id) -> int | None:
+        if not hasattr(self, "_index"):
+            self._index = {c: i for i, c in enumerate(self.ids)}
+        return self._index.get(client_id)
+
     @property
     def num_examples(self) -> int:
         return int(sum(len(next(iter(e.values()))) for e in self.examples))
@@ -35,10 +40,20 @@ class ClientSet:
 
 @dataclasses.dataclass
 class FederatedData:
+    """Three client populations.
+
+    `task.split_by=user` (default): val/test clients are users never seen in
+    training. `task.split_by=example`: every user's examples are split 80/10/10
+    (by time where the data has it, else a seeded shuffle), so val/test clients
+    are *seen* users; their ids are the same ids as in `train`, and an algorithm
+    may look up the user's training examples by id (`train.index_of`).
+    """
+
     train: ClientSet
     val: ClientSet
     test: ClientSet
     info: dict  # task-specific facts the model needs (e.g. num_items)
+    split_by: str = "user"
 
 
 @dataclasses.dataclass

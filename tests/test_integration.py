@@ -74,6 +74,9 @@ def test_run_contract_on_synthetic_data(tiny_ratings, tmp_path):
     assert on_disk["num_clients"] == {"train": 32, "val": 4, "test": 4}
     assert on_disk["final"]["test"]["rating_accuracy"] == rows[-1]["rating_accuracy"]
     assert on_disk["final"]["val"]["clients"] == 4
+    with np.load(pathlib.Path(run_dir, "global_weights.npz"), allow_pickle=False) as w:
+        assert [w[k].shape for k in sorted(w.files)] == [(25, 50)]
+        assert "item_embedding" in sorted(w.files)[0]
     runs = list(pathlib.Path(run_dir, "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1 and runs[0].stat().st_size > 0
 
