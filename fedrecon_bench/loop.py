@@ -34,16 +34,21 @@ class _Datasets:
         return [self[i] for i in range(len(self.clients))]
 
 
-def count_params(task, info) -> tuple[int, int]:
+def count_params(task, info, all_global: bool = False) -> tuple[int, int]:
+    """(global, local) parameter counts; an algorithm without local variables
+    (`all_global`) trains the task's local layers as global ones."""
     parts = task.keras_parts(info)
     count = lambda layers: int(sum(np.prod(w.shape) for l in layers for w in l.weights))
-    return count(parts.global_layers), count(parts.local_layers)
+    g, loc = count(parts.global_layers), count(parts.local_layers)
+    return (g + loc, 0) if all_global else (g, loc)
 
 
-def save_global_weights(path: str, task, info, weights) -> None:
+def save_global_weights(path: str, task, info, weights, all_global: bool = False) -> None:
     """The server's final global weights, as `<index>/<variable name>` npz arrays
     (no pickle), so analysis can rebuild the model and reconstruct unseen users."""
-    names = [w.name for l in task.keras_parts(info).global_layers for w in l.trainable_weights]
+    parts = task.keras_parts(info)
+    names = [w.name for w in (parts.model.trainable_weights if all_global else
+                              [w for l in parts.global_layers for w in l.trainable_weights])]
     arrays = [np.asarray(a) for a in weights]
     if len(names) != len(arrays):
         names = [f"w{i}" for i in range(len(arrays))]
@@ -69,7 +74,8 @@ def run(cfg, run_dir: str) -> dict:
     validate.check_population(cfg, data)
     tff_runtime.start()
     algo = algorithms.get(cfg.algo.name)(task, data.info, cfg)
-    global_params, local_params = count_params(task, data.info)
+    global_params, local_params = count_params(task, data.info,
+                                               getattr(algo, "all_global", False))
 
     log = RunLog(run_dir, cfg)
     summary = {"task": cfg.task.name, "algo": cfg.algo.name, "seed": cfg.seed,
@@ -107,7 +113,8 @@ def run(cfg, run_dir: str) -> dict:
             log.row(cfg.rounds, "test", _clean(algo.evaluate(state, test.all()), names),
                     clients=len(data.test), eval_s=time.time() - t)
             save_global_weights(os.path.join(run_dir, "global_weights.npz"), task, data.info,
-                                algo.global_weights(state).trainable)
+                                algo.global_weights(state).trainable,
+                                getattr(algo, "all_global", False))
             summary["status"] = "completed"
     except BaseException as e:
         summary["error"] = f"{type(e).__name__}: {e}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import pathlib
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -36,3 +37,16 @@ def compose(*overrides: str):
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return hydra_compose(config_name="config", overrides=normalize(list(overrides)))
+
+
+@pytest.fixture(scope="session")
+def tiny_ratings(tmp_path_factory):
+    """40 users x 25 items, 12-25 ratings each, as a ratings CSV."""
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "ratings.csv"
+    lines = ["user_id,item_id,rating"]
+    for u in range(1, 41):
+        for i in rng.choice(25, size=rng.integers(12, 26), replace=False):
+            lines.append(f"{u},{i + 1},{rng.integers(1, 6)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path

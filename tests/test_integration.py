@@ -13,19 +13,6 @@ import tensorflow as tf
 from conftest import ROOT, compose
 
 
-@pytest.fixture(scope="module")
-def tiny_ratings(tmp_path_factory):
-    """40 users x 25 items, 12-25 ratings each, as a ratings CSV."""
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "ratings.csv"
-    lines = ["user_id,item_id,rating"]
-    for u in range(1, 41):
-        for i in rng.choice(25, size=rng.integers(12, 26), replace=False):
-            lines.append(f"{u},{i + 1},{rng.integers(1, 6)}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def _rows(run_dir):
     return [json.loads(l) for l in pathlib.Path(run_dir, "metrics.jsonl").read_text().splitlines()]
 

@@ -1,7 +1,10 @@
 """Algorithm registry: one module per algorithm, named as in conf/algo/."""
 import importlib
 
-_MODULES = {"fedrecon": ("fedrecon_bench.algorithms.fedrecon", "FedRecon")}
+_MODULES = {
+    "fedrecon": ("fedrecon_bench.algorithms.fedrecon", "FedRecon"),
+    "fedavg": ("fedrecon_bench.algorithms.fedavg", "FedAvg"),
+}
 
 
 def get(name: str):

@@ -1,0 +1,59 @@
+"""FedAvg (McMahan et al. 2017): every model variable is global.
+
+    for each round t:
+        S <- sample clients_per_round training clients          (the loop)
+        for each client i in S, in parallel:
+            w_i <- w_t; w_i <- w_i - eta_c * grad L(w_i; D_i)      (all variables)
+            send w_t - w_i
+        w_{t+1} <- ServerOpt(w_t, mean of the updates weighted by |D_i|)
+    evaluation: the global model as is, on the same measuring half of each user's
+    data that FedRecon measures on (the odd batches of split/eval), so the two
+    are compared on identical examples.
+
+For matrix factorization the "user embedding" becomes one vector shared by all
+users. TFF's `build_weighted_fed_avg` and `build_fed_eval` do the work.
+"""
+from __future__ import annotations
+
+import tensorflow_federated as tff
+
+from fedrecon_bench import optimizers, splits
+
+
+class FedAvg:
+    name = "fedavg"
+    all_global = True
+
+    def __init__(self, task, info: dict, cfg):
+        self.task, self.info, a = task, info, cfg.algo
+
+        def model_fn():
+            p = task.keras_parts(info)  # local layers are simply trained globally here
+            return tff.learning.models.from_keras_model(
+                p.model, loss=task.loss_fn()(), input_spec=p.input_spec,
+                metrics=task.metrics_fn()())
+
+        self.process = tff.learning.algorithms.build_weighted_fed_avg(
+            model_fn,
+            client_optimizer_fn=optimizers.build(a.client_optimizer, "algo.client_optimizer"),
+            server_optimizer_fn=optimizers.build(a.server_optimizer, "algo.server_optimizer"))
+        self.eval_process = tff.learning.algorithms.build_fed_eval(model_fn)
+        self._eval_state = self.eval_process.initialize()
+        self._measure_half = splits.build(cfg.split.eval, "split.eval", evaluation=True)
+
+    def initialize(self):
+        return self.process.initialize()
+
+    def next(self, state, client_datasets):
+        out = self.process.next(state, client_datasets)
+        return out.state, dict(out.metrics["client_work"]["train"])
+
+    def evaluate(self, state, client_datasets) -> dict:
+        eval_state = self.eval_process.set_model_weights(
+            self._eval_state, self.process.get_model_weights(state))
+        measured = [self._measure_half(ds)[1] for ds in client_datasets]
+        _, metrics = self.eval_process.next(eval_state, measured)
+        return dict(metrics["client_work"]["eval"]["current_round_metrics"])
+
+    def global_weights(self, state):
+        return self.process.get_model_weights(state)
