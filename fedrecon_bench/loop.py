@@ -6,16 +6,18 @@ run does not create (and leak) new datasets every round.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
 import time
 
 import numpy as np
+import psutil
 from tqdm import tqdm
 
 import tasks
-from fedrecon_bench import algorithms, tff_runtime, validate
+from fedrecon_bench import algorithms, checkpoint, tff_runtime, validate
 from fedrecon_bench.run_log import RunLog
 
 
@@ -65,37 +67,67 @@ def _clean(metrics: dict, names) -> dict:
     return out
 
 
+def _previous_summary(run_dir: str) -> dict | None:
+    path = os.path.join(run_dir, "summary.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return None
+
+
 def run(cfg, run_dir: str) -> dict:
-    """Runs one benchmark job; returns the summary written to summary.json."""
+    """Runs one benchmark job, or continues it from the run dir's last checkpoint;
+    returns the summary written to summary.json."""
     t0 = time.time()
     validate.check_config(cfg)
+    previous = _previous_summary(run_dir)
+    if previous and previous.get("status") == "completed":
+        print(f"note: {run_dir} already holds a completed run; nothing to do", file=sys.stderr)
+        return previous
     task = tasks.get(cfg.task.name)(cfg.task, cfg.data_dir, cfg.seed)
     data = task.load()
     validate.check_population(cfg, data)
     tff_runtime.start()
     algo = algorithms.get(cfg.algo.name)(task, data.info, cfg)
-    global_params, local_params = count_params(task, data.info,
-                                               getattr(algo, "all_global", False))
+    all_global = getattr(algo, "all_global", False)
+    global_params, local_params = count_params(task, data.info, all_global)
 
-    log = RunLog(run_dir, cfg)
+    state = algo.initialize()
+    rng = np.random.default_rng([cfg.seed, 2])  # client sampling only
+    start, resumed, wall_before = 1, None, 0.0
+    restored = checkpoint.load_latest(run_dir, state)
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    if restored is not None:
+        state, meta = restored
+        rng.bit_generator.state = meta["rng"]
+        start, resumed, wall_before = meta["round"] + 1, meta["round"], meta["wall_s"]
+        checkpoint.truncate_lines(metrics_path, meta["metrics_lines"])
+        print(f"note: resuming {run_dir} after round {meta['round']}", file=sys.stderr)
+    elif os.path.exists(metrics_path):
+        os.remove(metrics_path)  # a crash before the first checkpoint: start afresh
+
+    log = RunLog(run_dir, cfg, resume_id=(meta.get("wandb_id") if restored else None))
+    if restored:
+        log.last = meta["last"]
     summary = {"task": cfg.task.name, "algo": cfg.algo.name, "seed": cfg.seed,
                "status": "failed", "final": {}, "wall_s": None,
                "global_params": global_params, "local_params": local_params,
                "rounds": cfg.rounds, "clients_per_round": cfg.clients_per_round,
                "num_clients": {s: len(getattr(data, s)) for s in ("train", "val", "test")},
-               "round_reached": 0, "run_dir": run_dir}
+               "round_reached": start - 1, "resumed_from_round": resumed, "run_dir": run_dir}
     train, val, test = (_Datasets(task, getattr(data, s)) for s in ("train", "val", "test"))
-    rng = np.random.default_rng([cfg.seed, 2])  # client sampling only
+    proc = psutil.Process()  # resident memory per round: long TFF runs are known to leak
     names = task.metric_names
     try:
-        state = algo.initialize()
-        bar = tqdm(range(1, cfg.rounds + 1), desc=f"{cfg.task.name}/{cfg.algo.name}",
-                   file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+        bar = tqdm(range(start, cfg.rounds + 1), desc=f"{cfg.task.name}/{cfg.algo.name}",
+                   file=sys.stderr, dynamic_ncols=True, mininterval=1.0,
+                   initial=start - 1, total=cfg.rounds)
         for r in bar:
             t = time.time()
             ids = rng.choice(len(data.train), size=cfg.clients_per_round, replace=False)
             state, m = algo.next(state, [train[i] for i in ids])
-            rec = log.row(r, "train", _clean(m, names), clients=len(ids), round_s=time.time() - t)
+            rec = log.row(r, "train", _clean(m, names), clients=len(ids), round_s=time.time() - t,
+                          rss_mb=round(proc.memory_info().rss / 2**20, 1))
             summary["round_reached"] = r
             bar.set_postfix(loss=f"{rec['loss']:.4f}",
                             **{task.headline_metric: f"{rec.get(task.headline_metric, float('nan')):.4f}"})
@@ -107,14 +139,18 @@ def run(cfg, run_dir: str) -> dict:
                 t = time.time()
                 log.row(r, "val", _clean(algo.evaluate(state, val.all()), names),
                         clients=len(data.val), eval_s=time.time() - t)
+            if cfg.checkpoint_every and r % cfg.checkpoint_every == 0 and r < cfg.rounds:
+                checkpoint.save(run_dir, r, state, {
+                    "rng": rng.bit_generator.state, "metrics_lines": log.lines,
+                    "last": log.last, "wandb_id": log.wandb_id,
+                    "wall_s": wall_before + time.time() - t0})
         bar.close()
         if summary["status"] != "diverged":
             t = time.time()
             log.row(cfg.rounds, "test", _clean(algo.evaluate(state, test.all()), names),
                     clients=len(data.test), eval_s=time.time() - t)
             save_global_weights(os.path.join(run_dir, "global_weights.npz"), task, data.info,
-                                algo.global_weights(state).trainable,
-                                getattr(algo, "all_global", False))
+                                algo.global_weights(state).trainable, all_global)
             summary["status"] = "completed"
     except BaseException as e:
         summary["error"] = f"{type(e).__name__}: {e}"
@@ -122,6 +158,6 @@ def run(cfg, run_dir: str) -> dict:
     finally:
         summary["final"] = {s: {k: v for k, v in rec.items() if k not in ("round", "split")}
                             for s, rec in log.last.items()}
-        summary["wall_s"] = round(time.time() - t0, 3)
+        summary["wall_s"] = round(wall_before + time.time() - t0, 3)
         log.finish(summary)
     return summary

@@ -6,7 +6,6 @@ through `RunLog.row` and `RunLog.finish`.
 from __future__ import annotations
 
 import json
-import math
 import os
 
 from omegaconf import OmegaConf
@@ -34,15 +33,17 @@ def write_json_atomic(path: str, obj) -> None:
 
 
 class RunLog:
-    def __init__(self, run_dir: str, cfg):
+    def __init__(self, run_dir: str, cfg, resume_id: str | None = None):
         self.run_dir = run_dir
         self.cfg = cfg
         self.metrics_path = os.path.join(run_dir, "metrics.jsonl")
+        self.lines = _count_lines(self.metrics_path)
         self._f = open(self.metrics_path, "a", buffering=1)  # line-buffered: one row, one line
         self.last: dict[str, dict] = {}
-        self.wandb = self._start_wandb() if cfg.logger.name == "wandb" else None
+        self.wandb = self._start_wandb(resume_id) if cfg.logger.name == "wandb" else None
+        self.wandb_id = self.wandb.id if self.wandb is not None else None
 
-    def _start_wandb(self):
+    def _start_wandb(self, resume_id):
         os.environ.setdefault("WANDB_SILENT", "true")
         import wandb
 
@@ -53,13 +54,15 @@ class RunLog:
             project=lg.project, entity=lg.get("entity"), mode=mode, dir=self.run_dir,
             group=lg.get("group") or f"{c.task.name}-{c.algo.name}",
             name=f"{c.task.name}-{c.algo.name}-seed{c.seed}", tags=tags,
-            config=OmegaConf.to_container(c, resolve=True), reinit=True)
+            config=OmegaConf.to_container(c, resolve=True), reinit=True,
+            id=resume_id, resume="allow" if resume_id else None)
 
     def row(self, round_: int, split: str, metrics: dict, **extra) -> dict:
         rec = {"round": int(round_), "split": split}
         rec.update({k: _plain(v) for k, v in metrics.items()})
         rec.update({k: _plain(v) for k, v in extra.items()})
         self._f.write(json.dumps(rec) + "\n")
+        self.lines += 1
         self.last[split] = rec
         if self.wandb is not None:
             self.wandb.log({f"{split}/{k}": v for k, v in rec.items()
@@ -80,5 +83,9 @@ class RunLog:
         return summary
 
 
-def finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
+def _count_lines(path: str) -> int:
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return sum(1 for _ in f)
+

@@ -24,6 +24,9 @@ def check_config(cfg) -> None:
             _positive_int(cfg, f"task.{key}", allow_none=True)
     if "embedding_dim" in cfg.task:
         _positive_int(cfg, "task.embedding_dim")
+    ce = cfg.get("checkpoint_every", 0)
+    if not isinstance(ce, int) or isinstance(ce, bool) or ce < 0:
+        raise UserError(f"checkpoint_every={ce!r} must be an integer >= 0 (0 = no checkpoints)")
     if not isinstance(cfg.seed, int):
         raise UserError(f"seed={cfg.seed!r} must be an integer")
     for key in ("server_optimizer", "client_optimizer", "reconstruction_optimizer"):

@@ -1,0 +1,72 @@
+"""Checkpoints: everything needed to continue a run, in one file written atomically.
+
+A checkpoint is `<run_dir>/checkpoints/round_<r>.npz` holding the server state's
+leaves (`tf.nest` order), the client-sampling RNG state, the number of
+`metrics.jsonl` lines written so far, the wandb run id and elapsed time, as
+plain arrays plus one JSON string (no pickle). It is written to a temporary
+name and renamed, so a kill at any moment leaves either the old or the new
+checkpoint, never a torn one. Data preparation and model init are functions of
+the seed, so they are recomputed rather than stored.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+DIRNAME = "checkpoints"
+
+
+def _files(run_dir: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(run_dir, DIRNAME, "round_*.npz")))
+
+
+def save(run_dir: str, round_: int, state, meta: dict) -> str:
+    d = os.path.join(run_dir, DIRNAME)
+    os.makedirs(d, exist_ok=True)
+    arrays = {f"s{i:05d}": np.asarray(x) for i, x in enumerate(tf.nest.flatten(state))}
+    arrays["meta"] = np.array(json.dumps({**meta, "round": round_, "num_leaves": len(arrays)}))
+    path = os.path.join(d, f"round_{round_:06d}.npz")
+    tmp = os.path.join(d, f".round_{round_:06d}.tmp.npz")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    for old in _files(run_dir):  # keep only the newest
+        if old != path:
+            os.remove(old)
+    return path
+
+
+def load_latest(run_dir: str, template_state):
+    """(state, meta) of the newest checkpoint, or None. Leaves take the template's
+    dtypes, so the restored state has exactly the types TFF expects."""
+    files = _files(run_dir)
+    if not files:
+        return None
+    with np.load(files[-1], allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        saved = [z[f"s{i:05d}"] for i in range(meta["num_leaves"])]
+    template = tf.nest.flatten(template_state)
+    if len(saved) != len(template):
+        raise ValueError(f"{files[-1]}: checkpoint has {len(saved)} state leaves, the model "
+                         f"{len(template)}; it belongs to a different config")
+    leaves = [np.asarray(s, dtype=np.asarray(t).dtype).reshape(np.shape(t))
+              for s, t in zip(saved, template)]
+    return tf.nest.pack_sequence_as(template_state, leaves), meta
+
+
+def truncate_lines(path: str, keep: int) -> None:
+    """Drops metrics rows written after the checkpoint (they will be redone)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()[:keep]
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(lines)
+    os.replace(tmp, path)
