@@ -61,7 +61,7 @@ def test_checkpoint_roundtrip_restores_state_exactly(tiny_ratings, tmp_path):
 def test_sigkill_then_rerun_matches_an_uninterrupted_run(tiny_ratings, tmp_path):
     args = ["+task=movielens", "+algo=fedrecon", f"task.ratings_file={tiny_ratings}",
             "rounds=15", "clients_per_round=4", "eval_every=5", "checkpoint_every=3",
-            "logger=none", "seed=5"]
+            "seed=5"]  # with wandb: the resumed run must continue the same wandb run id
     full, killed = tmp_path / "full", tmp_path / "killed"
     p = _cli(args + [f"hydra.run.dir={killed}"], start_new_session=True)
     ckpt_dir = killed / "checkpoints"
@@ -91,6 +91,8 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(tiny_ratings, tmp_path)
     s = json.loads((killed / "summary.json").read_text())
     assert s["status"] == "completed" and s["resumed_from_round"] >= 6
     ref = json.loads((full / "summary.json").read_text())["final"]["test"]
+    ids = {d.name.rsplit("-", 1)[1] for d in (killed / "wandb").glob("offline-run-*")}
+    assert len(list((killed / "wandb").glob("offline-run-*"))) == 2 and len(ids) == 1
     assert _untimed([s["final"]["test"]]) == _untimed([ref])
 
 
