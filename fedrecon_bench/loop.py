@@ -36,13 +36,22 @@ class _Datasets:
         return [self[i] for i in range(len(self.clients))]
 
 
-def count_params(task, info, all_global: bool = False) -> tuple[int, int]:
-    """(global, local) parameter counts; an algorithm without local variables
+def model_size(task, info, all_global: bool = False) -> dict:
+    """Parameter counts and the bytes one client receives and sends per round.
+
+    Only global variables travel (the server sends them; the client returns an
+    update of the same shapes); an algorithm without local variables
     (`all_global`) trains the task's local layers as global ones."""
     parts = task.keras_parts(info)
     count = lambda layers: int(sum(np.prod(w.shape) for l in layers for w in l.weights))
+    nbytes = lambda layers: int(sum(np.prod(w.shape) * w.dtype.size for l in layers
+                                    for w in l.trainable_weights))
     g, loc = count(parts.global_layers), count(parts.local_layers)
-    return (g + loc, 0) if all_global else (g, loc)
+    moved = nbytes(parts.global_layers) + (nbytes(parts.local_layers) if all_global else 0)
+    if all_global:
+        g, loc = g + loc, 0
+    return {"global_params": g, "local_params": loc,
+            "bytes_down_per_client": moved, "bytes_up_per_client": moved}
 
 
 def save_global_weights(path: str, task, info, weights, all_global: bool = False) -> None:
@@ -90,7 +99,7 @@ def run(cfg, run_dir: str) -> dict:
     tff_runtime.start()
     algo = algorithms.get(cfg.algo.name)(task, data.info, cfg)
     all_global = getattr(algo, "all_global", False)
-    global_params, local_params = count_params(task, data.info, all_global)
+    size = model_size(task, data.info, all_global)
 
     state = algo.initialize()
     rng = np.random.default_rng([cfg.seed, 2])  # client sampling only
@@ -111,10 +120,16 @@ def run(cfg, run_dir: str) -> dict:
         log.last = meta["last"]
     summary = {"task": cfg.task.name, "algo": cfg.algo.name, "seed": cfg.seed,
                "status": "failed", "final": {}, "wall_s": None,
-               "global_params": global_params, "local_params": local_params,
+               "global_params": size["global_params"], "local_params": size["local_params"],
+               "split_by": data.split_by,
+               "comm": {"bytes_down_per_client": size["bytes_down_per_client"],
+                        "bytes_up_per_client": size["bytes_up_per_client"],
+                        "total_bytes_down": 0, "total_bytes_up": 0},
                "rounds": cfg.rounds, "clients_per_round": cfg.clients_per_round,
                "num_clients": {s: len(getattr(data, s)) for s in ("train", "val", "test")},
                "round_reached": start - 1, "resumed_from_round": resumed, "run_dir": run_dir}
+    if restored:
+        summary["comm"] = meta["comm"]  # totals so far
     train, val, test = (_Datasets(task, getattr(data, s)) for s in ("train", "val", "test"))
     proc = psutil.Process()  # resident memory per round: long TFF runs are known to leak
     names = task.metric_names
@@ -126,8 +141,12 @@ def run(cfg, run_dir: str) -> dict:
             t = time.time()
             ids = rng.choice(len(data.train), size=cfg.clients_per_round, replace=False)
             state, m = algo.next(state, [train[i] for i in ids])
+            down, up = (len(ids) * size[k] for k in ("bytes_down_per_client", "bytes_up_per_client"))
             rec = log.row(r, "train", _clean(m, names), clients=len(ids), round_s=time.time() - t,
-                          rss_mb=round(proc.memory_info().rss / 2**20, 1))
+                          rss_mb=round(proc.memory_info().rss / 2**20, 1),
+                          bytes_down=down, bytes_up=up)
+            summary["comm"]["total_bytes_down"] += down
+            summary["comm"]["total_bytes_up"] += up
             summary["round_reached"] = r
             bar.set_postfix(loss=f"{rec['loss']:.4f}",
                             **{task.headline_metric: f"{rec.get(task.headline_metric, float('nan')):.4f}"})
@@ -142,7 +161,7 @@ def run(cfg, run_dir: str) -> dict:
             if cfg.checkpoint_every and r % cfg.checkpoint_every == 0 and r < cfg.rounds:
                 checkpoint.save(run_dir, r, state, {
                     "rng": rng.bit_generator.state, "metrics_lines": log.lines,
-                    "last": log.last, "wandb_id": log.wandb_id,
+                    "last": log.last, "wandb_id": log.wandb_id, "comm": summary["comm"],
                     "wall_s": wall_before + time.time() - t0})
         bar.close()
         if summary["status"] != "diverged":

@@ -22,6 +22,11 @@ def test_fedavg_user_embedding_is_one_shared_global_vector(tiny_ratings, tmp_pat
     assert any("user_embedding" in k for k in shapes)
     rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["split"] for r in rows] == ["train", "val", "train", "val", "test"]
+    # FedAvg moves every variable: item embedding and the shared user vector, float32.
+    per_client = (25 * 50 + 50) * 4
+    assert summary["comm"]["bytes_down_per_client"] == summary["comm"]["bytes_up_per_client"] == per_client
+    assert [r["bytes_up"] for r in rows if r["split"] == "train"] == [4 * per_client] * 2
+    assert summary["comm"]["total_bytes_down"] == 2 * 4 * per_client
 
 
 def test_fedavg_and_fedrecon_measure_the_same_examples(tiny_ratings):

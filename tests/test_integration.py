@@ -58,6 +58,11 @@ def test_run_contract_on_synthetic_data(tiny_ratings, tmp_path):
     assert on_disk["status"] == "completed" and on_disk["seed"] == 3
     assert (on_disk["task"], on_disk["algo"]) == ("movielens", "fedrecon")
     assert on_disk["global_params"] == 25 * 50 and on_disk["local_params"] == 50
+    # FedRecon moves only the global item embedding (float32), never the user vector.
+    assert on_disk["comm"]["bytes_down_per_client"] == on_disk["comm"]["bytes_up_per_client"] == 25 * 50 * 4
+    assert [r["bytes_down"] for r in rows if r["split"] == "train"] == [4 * 25 * 50 * 4] * 3
+    assert on_disk["comm"]["total_bytes_up"] == 3 * 4 * 25 * 50 * 4
+    assert on_disk["split_by"] == "user"
     assert on_disk["num_clients"] == {"train": 32, "val": 4, "test": 4}
     assert on_disk["final"]["test"]["rating_accuracy"] == rows[-1]["rating_accuracy"]
     assert on_disk["final"]["val"]["clients"] == 4
