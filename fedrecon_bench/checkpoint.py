@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 
 import numpy as np
 import tensorflow as tf
@@ -39,7 +40,15 @@ def save(run_dir: str, round_: int, state, meta: dict) -> str:
     for old in _files(run_dir):  # keep only the newest
         if old != path:
             os.remove(old)
+    for old in glob.glob(os.path.join(d, "store_*")):
+        if old != store_dir(run_dir, round_):
+            shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def store_dir(run_dir: str, round_: int) -> str:
+    """Where a stateful algorithm's client store is snapshotted for `round_`."""
+    return os.path.join(run_dir, DIRNAME, f"store_{round_:06d}")
 
 
 def load_latest(run_dir: str, template_state):

@@ -85,7 +85,7 @@ def normalize(argv: list[str]) -> list[str]:
             if _find(argv, group)[0] is None and meta.get(group):
                 argv.append(f"+{group}={meta[group]}")
     # +sweep=<preset>: its hydra.sweeper.params may supply +task/+algo to each job.
-    swept = sweep.preset_groups(argv, bool({"-m", "--multirun"} & set(flags)), CONF_DIR, _check)
+    swept = sweep.preset_groups(argv, bool({"-m", "--multirun"} & set(flags)), CONF_DIR, options)
     head = []  # appended groups go first, in merge order: task, algo, then the preset
     for group in ("task", "algo"):
         j, val = _find(argv, group)

@@ -70,7 +70,7 @@ def save_global_weights(path: str, task, info, weights, all_global: bool = False
 
 def _clean(metrics: dict, names) -> dict:
     out = {k: float(metrics[k]) for k in names if k in metrics}
-    for k in ("num_examples", "num_batches"):
+    for k in ("num_examples", "num_batches", "store_clients", "store_bytes"):
         if k in metrics:
             out[k] = int(metrics[k])
     return out
@@ -97,7 +97,7 @@ def run(cfg, run_dir: str) -> dict:
     data = task.load()
     validate.check_population(cfg, data)
     tff_runtime.start()
-    algo = algorithms.get(cfg.algo.name)(task, data.info, cfg)
+    algo = algorithms.get(cfg.algo.name)(task, data.info, cfg, run_dir=run_dir)
     all_global = getattr(algo, "all_global", False)
     size = model_size(task, data.info, all_global)
 
@@ -111,6 +111,8 @@ def run(cfg, run_dir: str) -> dict:
         rng.bit_generator.state = meta["rng"]
         start, resumed, wall_before = meta["round"] + 1, meta["round"], meta["wall_s"]
         checkpoint.truncate_lines(metrics_path, meta["metrics_lines"])
+        if hasattr(algo, "store"):
+            algo.store.restore(checkpoint.store_dir(run_dir, meta["round"]))
         print(f"note: resuming {run_dir} after round {meta['round']}", file=sys.stderr)
     elif os.path.exists(metrics_path):
         os.remove(metrics_path)  # a crash before the first checkpoint: start afresh
@@ -133,6 +135,19 @@ def run(cfg, run_dir: str) -> dict:
     train, val, test = (_Datasets(task, getattr(data, s)) for s in ("train", "val", "test"))
     proc = psutil.Process()  # resident memory per round: long TFF runs are known to leak
     names = task.metric_names
+    seen = data.split_by == "example"
+
+    def evaluate(r, split, datasets, clients):
+        """One row per evaluation mode; the algorithm's first mode is the split's headline."""
+        t = time.time()
+        res = algo.evaluate(state, datasets.all(), clients.ids, seen=seen)
+        modes = getattr(algo, "eval_modes", None)
+        if not modes:
+            return log.row(r, split, _clean(res, names), clients=len(clients), eval_s=time.time() - t)
+        for mode in reversed(list(res)):  # headline mode last, so it is the split's final row
+            key = split if mode == modes[0] else f"{split}_{mode}"
+            log.row(r, split, _clean(res[mode], names), clients=len(clients),
+                    eval_s=time.time() - t, eval_mode=mode, last_key=key)
     try:
         bar = tqdm(range(start, cfg.rounds + 1), desc=f"{cfg.task.name}/{cfg.algo.name}",
                    file=sys.stderr, dynamic_ncols=True, mininterval=1.0,
@@ -140,7 +155,7 @@ def run(cfg, run_dir: str) -> dict:
         for r in bar:
             t = time.time()
             ids = rng.choice(len(data.train), size=cfg.clients_per_round, replace=False)
-            state, m = algo.next(state, [train[i] for i in ids])
+            state, m = algo.next(state, [train[i] for i in ids], [data.train.ids[i] for i in ids])
             down, up = (len(ids) * size[k] for k in ("bytes_down_per_client", "bytes_up_per_client"))
             rec = log.row(r, "train", _clean(m, names), clients=len(ids), round_s=time.time() - t,
                           rss_mb=round(proc.memory_info().rss / 2**20, 1),
@@ -155,19 +170,17 @@ def run(cfg, run_dir: str) -> dict:
                                error=f"non-finite training loss ({rec['loss']}) at round {r}")
                 break
             if r % cfg.eval_every == 0 or r == cfg.rounds:
-                t = time.time()
-                log.row(r, "val", _clean(algo.evaluate(state, val.all()), names),
-                        clients=len(data.val), eval_s=time.time() - t)
+                evaluate(r, "val", val, data.val)
             if cfg.checkpoint_every and r % cfg.checkpoint_every == 0 and r < cfg.rounds:
+                if hasattr(algo, "store"):  # before the state: a checkpoint never points ahead of it
+                    algo.store.snapshot(checkpoint.store_dir(run_dir, r))
                 checkpoint.save(run_dir, r, state, {
                     "rng": rng.bit_generator.state, "metrics_lines": log.lines,
                     "last": log.last, "wandb_id": log.wandb_id, "comm": summary["comm"],
                     "wall_s": wall_before + time.time() - t0})
         bar.close()
         if summary["status"] != "diverged":
-            t = time.time()
-            log.row(cfg.rounds, "test", _clean(algo.evaluate(state, test.all()), names),
-                    clients=len(data.test), eval_s=time.time() - t)
+            evaluate(cfg.rounds, "test", test, data.test)
             save_global_weights(os.path.join(run_dir, "global_weights.npz"), task, data.info,
                                 algo.global_weights(state).trainable, all_global)
             summary["status"] = "completed"

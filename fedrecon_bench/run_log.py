@@ -49,7 +49,8 @@ class RunLog:
 
         c, lg = self.cfg, self.cfg.logger
         mode = os.environ.get("WANDB_MODE") or lg.mode  # the env var lets users opt in online
-        tags = [c.task.name, c.algo.name, f"seed{c.seed}", *(lg.get("tags") or [])]
+        tags = [c.task.name, c.algo.name, f"seed{c.seed}",
+                f"split_by={c.task.get('split_by', 'user')}", *(lg.get("tags") or [])]
         return wandb.init(
             project=lg.project, entity=lg.get("entity"), mode=mode, dir=self.run_dir,
             group=lg.get("group") or f"{c.task.name}-{c.algo.name}",
@@ -57,15 +58,17 @@ class RunLog:
             config=OmegaConf.to_container(c, resolve=True), reinit=True,
             id=resume_id, resume="allow" if resume_id else None)
 
-    def row(self, round_: int, split: str, metrics: dict, **extra) -> dict:
+    def row(self, round_: int, split: str, metrics: dict, last_key: str | None = None,
+            **extra) -> dict:
         rec = {"round": int(round_), "split": split}
         rec.update({k: _plain(v) for k, v in metrics.items()})
         rec.update({k: _plain(v) for k, v in extra.items()})
         self._f.write(json.dumps(rec) + "\n")
         self.lines += 1
-        self.last[split] = rec
+        self.last[last_key or split] = rec
         if self.wandb is not None:
-            self.wandb.log({f"{split}/{k}": v for k, v in rec.items()
+            prefix = last_key or split
+            self.wandb.log({f"{prefix}/{k}": v for k, v in rec.items()
                             if k not in ("round", "split") and isinstance(v, (int, float))},
                            step=int(round_))
         return rec

@@ -71,7 +71,7 @@ def experiment_meta(names: str, conf_dir: str) -> dict:
     return out
 
 
-def preset_groups(argv: list[str], multirun: bool, conf_dir: str, check) -> dict[str, str]:
+def preset_groups(argv: list[str], multirun: bool, conf_dir: str, options) -> dict[str, str]:
     """For `[+]sweep=<name>` in argv: rewrites it to `+sweep=<name>` in place, checks the
     names the preset sweeps over, and returns {group: values} for task/algo that the
     preset supplies (through the sweeper, so they must not also be appended here)."""
@@ -97,11 +97,13 @@ def preset_groups(argv: list[str], multirun: bool, conf_dir: str, check) -> dict
                             f"({group} is an appended group)")
         if group not in ("task", "algo", "experiment") or _find(argv, group)[0] is not None:
             continue  # a command-line +task/+algo replaces the preset's list
-        try:
-            check(group, str(value))
-        except UserError as e:
-            raise UserError(f"{path}: hydra.sweeper.params {key}: {e}; add the missing "
-                            f"config, or override the list: {key}=<names>") from None
+        avail = options(group)
+        missing = [v for v in str(value).split(",") if v not in avail]
+        if missing:
+            raise UserError(
+                f"{path}: hydra.sweeper.params {key} lists {group} {missing[0]!r}, which does "
+                f"not exist (available: {', '.join(avail)}); add conf/{group}/{missing[0]}.yaml, "
+                f"or override the list: {key}={','.join(v for v in str(value).split(',') if v in avail)}")
         out[group] = str(value)
     return out
 

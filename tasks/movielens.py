@@ -244,7 +244,7 @@ def split_users(num_users: int, seed: int, fractions=(0.8, 0.1)) -> tuple[np.nda
 
 
 def prepare(r: Ratings, seed: int, max_examples_per_user: int | None,
-            max_users: int | None) -> tuple[list[int], list[dict], int, np.ndarray]:
+            max_users: int | None, by_time: bool = False) -> tuple[list[int], list[dict], int, np.ndarray]:
     """Per-user example arrays, in dense user order.
 
     Returns (raw user ids, per-user examples, num_items, raw item id per dense id).
@@ -257,7 +257,10 @@ def prepare(r: Ratings, seed: int, max_examples_per_user: int | None,
     user_idx, item_idx, rating = user_idx[keep], item_idx[keep], r.rating[keep]
     # One seeded random key per rating; lexsort groups by user, shuffles within.
     key = np.random.default_rng([seed, 1]).random(len(user_idx))
-    order = np.lexsort((key, user_idx))
+    if by_time and r.timestamp is not None:  # oldest first; ties in seeded random order
+        order = np.lexsort((key, r.timestamp[keep], user_idx))
+    else:
+        order = np.lexsort((key, user_idx))
     user_idx, item_idx, rating = user_idx[order], item_idx[order], rating[order]
     num_users = int(user_idx.max()) + 1 if len(user_idx) else 0
     starts = np.searchsorted(user_idx, np.arange(num_users))
@@ -271,6 +274,20 @@ def prepare(r: Ratings, seed: int, max_examples_per_user: int | None,
     return raw_users[:num_users].tolist(), examples, len(raw_items), raw_items
 
 
+def split_examples(users, examples, fractions=(0.8, 0.1)):
+    """Seen-user populations: each user's (time-ordered or shuffled) ratings cut
+    80/10/10; val/test keep the user's id. Users left with an empty part are
+    dropped from that part only."""
+    parts = ([], [], [])
+    for u, ex in zip(users, examples):
+        n = len(ex["item"])
+        a, b = int(n * fractions[0]), int(n * (fractions[0] + fractions[1]))
+        for part, (lo, hi) in zip(parts, ((0, a), (a, b), (b, n))):
+            if hi > lo:
+                part.append((u, {k: v[lo:hi] for k, v in ex.items()}))
+    return tuple(ClientSet([u for u, _ in p], [e for _, e in p]) for p in parts)
+
+
 class MovieLens(Task):
     name = "movielens"
     metric_names = ("loss", "rating_accuracy", "rmse")
@@ -279,8 +296,16 @@ class MovieLens(Task):
     def load(self) -> FederatedData:
         path = find_ratings_file(self.cfg, self.data_dir)
         ratings = read_ratings(path)
+        split_by = self.cfg.get("split_by", "user")
+        if split_by not in ("user", "example"):
+            raise UserError(f"task.split_by={split_by!r} is unknown; use user (unseen val/test "
+                            "users) or example (every user's ratings split 80/10/10)")
         users, examples, num_items, _ = prepare(
-            ratings, self.seed, self.cfg.max_examples_per_user, self.cfg.get("max_users"))
+            ratings, self.seed, self.cfg.max_examples_per_user, self.cfg.get("max_users"),
+            by_time=split_by == "example")
+        info = {"num_items": num_items, "ratings_file": path}
+        if split_by == "example":
+            return FederatedData(*split_examples(users, examples), info, split_by="example")
         tr, va, te = split_users(len(users), self.seed)
 
         def subset(idx):

@@ -4,6 +4,7 @@ import importlib
 _MODULES = {
     "fedrecon": ("fedrecon_bench.algorithms.fedrecon", "FedRecon"),
     "fedavg": ("fedrecon_bench.algorithms.fedavg", "FedAvg"),
+    "stateful_fedavg": ("fedrecon_bench.algorithms.stateful_fedavg", "StatefulFedAvg"),
 }
 
 

@@ -24,7 +24,7 @@ class FedAvg:
     name = "fedavg"
     all_global = True
 
-    def __init__(self, task, info: dict, cfg):
+    def __init__(self, task, info: dict, cfg, run_dir: str = "."):
         self.task, self.info, a = task, info, cfg.algo
 
         def model_fn():
@@ -44,11 +44,11 @@ class FedAvg:
     def initialize(self):
         return self.process.initialize()
 
-    def next(self, state, client_datasets):
+    def next(self, state, client_datasets, client_ids=None):
         out = self.process.next(state, client_datasets)
         return out.state, dict(out.metrics["client_work"]["train"])
 
-    def evaluate(self, state, client_datasets) -> dict:
+    def evaluate(self, state, client_datasets, client_ids=None, seen: bool = False) -> dict:
         eval_state = self.eval_process.set_model_weights(
             self._eval_state, self.process.get_model_weights(state))
         measured = [self._measure_half(ds)[1] for ds in client_datasets]

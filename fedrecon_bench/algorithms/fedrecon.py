@@ -23,7 +23,7 @@ from fedrecon_bench import optimizers, splits
 class FedRecon:
     name = "fedrecon"
 
-    def __init__(self, task, info: dict, cfg):
+    def __init__(self, task, info: dict, cfg, run_dir: str = "."):
         self.task, self.info, a = task, info, cfg.algo
 
         def model_fn():
@@ -48,13 +48,16 @@ class FedRecon:
     def initialize(self):
         return self.process.initialize()
 
-    def next(self, state, client_datasets):
+    def next(self, state, client_datasets, client_ids=None):
         out = self.process.next(state, client_datasets)
         return out.state, dict(out.metrics["client_work"]["train"])
 
-    def evaluate(self, state, client_datasets) -> dict:
-        eval_state = self.eval_process.set_model_weights(
-            self._eval_state, self.process.get_model_weights(state))
+    def evaluate(self, state, client_datasets, client_ids=None, seen: bool = False) -> dict:
+        # Seen or not, FedRecon reconstructs: it keeps no state for anyone.
+        return self.evaluate_weights(self.process.get_model_weights(state), client_datasets)
+
+    def evaluate_weights(self, global_weights, client_datasets) -> dict:
+        eval_state = self.eval_process.set_model_weights(self._eval_state, global_weights)
         _, metrics = self.eval_process.next(eval_state, client_datasets)
         return dict(metrics["client_work"]["eval"]["current_round_metrics"])
 

@@ -1,0 +1,116 @@
+"""Stateful FedAvg: the client-state store, its evaluation modes, and resume."""
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from conftest import compose
+
+
+def _algo(tiny_ratings, tmp_path, store):
+    import tasks
+    from fedrecon_bench.algorithms.stateful_fedavg import StatefulFedAvg
+
+    cfg = compose("+task=movielens", "+algo=stateful_fedavg", f"task.ratings_file={tiny_ratings}",
+                  f"algo.store={store}", "task.embedding_dim=4")
+    task = tasks.get("movielens")(cfg.task, "unused", 0)
+    data = task.load()
+    return StatefulFedAvg(task, data.info, cfg, run_dir=str(tmp_path)), task, data
+
+
+@pytest.mark.parametrize("store", ["memory", "disk"])
+def test_client_resumes_from_exactly_the_local_state_it_left(tiny_ratings, tmp_path, store):
+    algo, task, data = _algo(tiny_ratings, tmp_path, store)
+    ds = {c: task.client_dataset(e) for c, e in zip(data.train.ids, data.train.examples)}
+    a, b = data.train.ids[:2]
+    seen_at_start = []
+    original = algo._train_client
+
+    def spy(dataset, metrics):
+        seen_at_start.append([v.numpy().copy() for v in algo.lvars])
+        return original(dataset, metrics)
+
+    algo._train_client = spy
+    state = algo.initialize()
+    state, m1 = algo.next(state, [ds[a]], [a])
+    after_round_1 = algo.store.get(a)
+    assert not np.allclose(after_round_1[0], algo.local_init[0])  # training moved it
+    state, m2 = algo.next(state, [ds[b], ds[a]], [b, a])
+    np.testing.assert_array_equal(seen_at_start[0][0], algo.local_init[0])   # a, first time: init
+    np.testing.assert_array_equal(seen_at_start[1][0], algo.local_init[0])   # b, first time: init
+    np.testing.assert_array_equal(seen_at_start[2][0], after_round_1[0])     # a again: its own state
+    assert m2["store_clients"] == len(algo.store) == 2
+    if store == "disk":
+        assert sorted(p.name for p in (tmp_path / "client_store").iterdir()) == sorted(
+            f"{c}.npz" for c in (a, b))
+    else:
+        assert m2["store_bytes"] == 2 * 4 * 4  # two clients, one float32 vector of 4
+
+
+def test_only_global_variables_are_aggregated(tiny_ratings, tmp_path):
+    algo, task, data = _algo(tiny_ratings, tmp_path, "memory")
+    state = algo.initialize()
+    assert [g.shape for g in state["global"]] == [(25, 4)]  # no user vector on the server
+    new, _ = algo.next(state, [task.client_dataset(data.train.examples[0])], [data.train.ids[0]])
+    assert [g.shape for g in new["global"]] == [(25, 4)]
+
+
+def test_stateful_run_reports_fresh_and_reconstructed_evaluation(tiny_ratings, tmp_path):
+    from fedrecon_bench import loop
+
+    cfg = compose("+task=movielens", "+algo=stateful_fedavg", f"task.ratings_file={tiny_ratings}",
+                  "rounds=2", "clients_per_round=4", "eval_every=2", "logger=none")
+    s = loop.run(cfg, str(tmp_path))
+    assert s["status"] == "completed"
+    assert {"val", "val_fresh", "test", "test_fresh"} <= s["final"].keys()
+    rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    evals = [(r["split"], r.get("eval_mode")) for r in rows if r["split"] != "train"]
+    assert evals == [("val", "fresh"), ("val", "recon"), ("test", "fresh"), ("test", "recon")]
+    train = [r for r in rows if r["split"] == "train"]
+    assert train[-1]["store_clients"] >= 4 and train[-1]["store_bytes"] == train[-1]["store_clients"] * 50 * 4
+    assert s["comm"]["bytes_up_per_client"] == 25 * 50 * 4  # the user vectors never travel
+
+
+def test_stateful_resume_restores_the_client_store(tiny_ratings, tmp_path, monkeypatch):
+    from fedrecon_bench import loop
+    from fedrecon_bench.algorithms.stateful_fedavg import StatefulFedAvg
+
+    args = ("+task=movielens", "+algo=stateful_fedavg", f"task.ratings_file={tiny_ratings}",
+            "rounds=6", "clients_per_round=8", "eval_every=3", "checkpoint_every=2",
+            "logger=none", "algo.store=disk")
+    loop.run(compose(*args), str(tmp_path / "full"))
+    calls, real_next = {"n": 0}, StatefulFedAvg.next
+
+    def crashing_next(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 5:  # after the round-4 checkpoint, mid round 5
+            raise RuntimeError("simulated crash")
+        return real_next(self, *a, **kw)
+
+    monkeypatch.setattr(StatefulFedAvg, "next", crashing_next)
+    with pytest.raises(RuntimeError):
+        loop.run(compose(*args), str(tmp_path / "crashed"))
+    monkeypatch.setattr(StatefulFedAvg, "next", real_next)
+    s = loop.run(compose(*args), str(tmp_path / "crashed"))
+    assert s["resumed_from_round"] == 4
+    strip = lambda d: [{k: v for k, v in json.loads(l).items() if k not in ("round_s", "eval_s", "rss_mb")}
+                       for l in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+    assert strip("crashed") == strip("full")
+
+
+def test_seen_user_mode_keeps_ids_and_uses_stored_state(tiny_ratings, tmp_path):
+    import tasks
+    from fedrecon_bench import loop
+
+    cfg = compose("+task=movielens", "+algo=stateful_fedavg", f"task.ratings_file={tiny_ratings}",
+                  "task.split_by=example", "rounds=2", "clients_per_round=10", "eval_every=2",
+                  "logger=none")
+    data = tasks.get("movielens")(cfg.task, "unused", 0).load()
+    assert data.split_by == "example" and set(data.val.ids) <= set(data.train.ids)
+    for u, tr, va in zip(data.val.ids, [data.train.examples[data.train.index_of(u)] for u in data.val.ids],
+                         data.val.examples):
+        n = len(tr["item"]) + len(va["item"])
+        assert len(tr["item"]) == int(0.8 * n) or len(va["item"]) >= 1
+    s = loop.run(cfg, str(tmp_path))
+    assert s["split_by"] == "example" and {"val", "val_stored", "test_stored"} <= s["final"].keys()
