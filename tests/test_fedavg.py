@@ -43,3 +43,44 @@ def test_fedavg_and_fedrecon_measure_the_same_examples(tiny_ratings):
     assert [int(b["x"].shape[0]) for b in measured] == [5]  # batch 1 only
     np.testing.assert_array_equal(np.concatenate([b["x"].numpy()[:, 0] for b in measured]),
                                   np.arange(5, 10))
+
+
+def test_finetune_never_sees_the_measured_half(tiny_ratings, monkeypatch):
+    import tasks
+    from fedrecon_bench.algorithms.fedavg import FedAvg
+
+    cfg = compose("+task=movielens", "+algo=fedavg", f"task.ratings_file={tiny_ratings}",
+                  "algo.eval=finetune")
+    task = tasks.get("movielens")(cfg.task, "unused", 0)
+    algo = FedAvg(task, {"num_items": 25}, cfg)
+    ft = algo.finetune
+    tuned_on, measured_on = [], []
+    real_tune, real_measure = ft._tune, ft._measure
+    monkeypatch.setattr(ft, "_tune", lambda ds: (tuned_on.extend(
+        int(i) for b in ds for i in b["x"].numpy()[:, 0]), real_tune(ds)))
+    monkeypatch.setattr(ft, "_measure", lambda ds: (measured_on.extend(
+        int(i) for b in ds for i in b["x"].numpy()[:, 0]), real_measure(ds)))
+    ex = {"item": np.arange(20, dtype=np.int64), "rating": np.full(20, 4.0, np.float32)}
+    state = algo.initialize()
+    res = algo.evaluate(state, [task.client_dataset(ex)])
+    assert set(res) == {"finetune", "global"}
+    assert tuned_on == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]      # even batches
+    assert measured_on == [5, 6, 7, 8, 9, 15, 16, 17, 18, 19]   # odd batches only
+    # Fine-tuning towards the user's constant rating helps on the measured half.
+    assert res["finetune"]["loss"] < res["global"]["loss"]
+
+
+def test_finetune_with_zero_steps_of_learning_equals_the_global_model(tiny_ratings):
+    import tasks
+    from fedrecon_bench.algorithms.fedavg import FedAvg
+
+    cfg = compose("+task=movielens", "+algo=fedavg", f"task.ratings_file={tiny_ratings}",
+                  "algo.eval=finetune", "algo.finetune.variables=local",
+                  "algo.finetune.optimizer.learning_rate=1e-30")
+    task = tasks.get("movielens")(cfg.task, "unused", 0)
+    data = task.load()
+    algo = FedAvg(task, data.info, cfg)
+    res = algo.evaluate(algo.initialize(), [task.client_dataset(e) for e in data.val.examples])
+    assert [w.name for w in algo.finetune.tuned] == ["user_embedding/kernel:0"]
+    for k in ("loss", "rating_accuracy", "rmse"):
+        assert res["finetune"][k] == pytest.approx(res["global"][k], rel=1e-5)

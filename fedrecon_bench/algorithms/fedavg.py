@@ -12,12 +12,15 @@
 
 For matrix factorization the "user embedding" becomes one vector shared by all
 users. TFF's `build_weighted_fed_avg` and `build_fed_eval` do the work.
+`algo.eval=finetune` adds the fine-tuning evaluation (algorithms/finetune.py).
 """
 from __future__ import annotations
 
 import tensorflow_federated as tff
 
 from fedrecon_bench import optimizers, splits
+from fedrecon_bench.algorithms.finetune import FineTuneEvaluator
+from fedrecon_bench.errors import UserError
 
 
 class FedAvg:
@@ -40,6 +43,13 @@ class FedAvg:
         self.eval_process = tff.learning.algorithms.build_fed_eval(model_fn)
         self._eval_state = self.eval_process.initialize()
         self._measure_half = splits.build(cfg.split.eval, "split.eval", evaluation=True)
+        mode = a.get("eval", "global")
+        if mode not in ("global", "finetune"):
+            raise UserError(f"algo.eval={mode!r} is unknown; use global or finetune")
+        self.finetune = None
+        if mode == "finetune":  # report fine-tuned (headline) and the global model as is
+            self.finetune = FineTuneEvaluator(task, info, a.finetune, cfg.split.eval)
+            self.eval_modes = ("finetune", "global")
 
     def initialize(self):
         return self.process.initialize()
@@ -53,7 +63,11 @@ class FedAvg:
             self._eval_state, self.process.get_model_weights(state))
         measured = [self._measure_half(ds)[1] for ds in client_datasets]
         _, metrics = self.eval_process.next(eval_state, measured)
-        return dict(metrics["client_work"]["eval"]["current_round_metrics"])
+        plain = dict(metrics["client_work"]["eval"]["current_round_metrics"])
+        if self.finetune is None:
+            return plain
+        tuned = self.finetune.evaluate(self.global_weights(state).trainable, client_datasets)
+        return {"finetune": tuned, "global": plain}
 
     def global_weights(self, state):
         return self.process.get_model_weights(state)
