@@ -36,6 +36,7 @@ class RunLog:
     def __init__(self, run_dir: str, cfg, resume_id: str | None = None):
         self.run_dir = run_dir
         self.cfg = cfg
+        os.makedirs(run_dir, exist_ok=True)
         self.metrics_path = os.path.join(run_dir, "metrics.jsonl")
         self.lines = _count_lines(self.metrics_path)
         self._f = open(self.metrics_path, "a", buffering=1)  # line-buffered: one row, one line

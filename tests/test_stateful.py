@@ -114,3 +114,27 @@ def test_seen_user_mode_keeps_ids_and_uses_stored_state(tiny_ratings, tmp_path):
         assert len(tr["item"]) == int(0.8 * n) or len(va["item"]) >= 1
     s = loop.run(cfg, str(tmp_path))
     assert s["split_by"] == "example" and {"val", "val_stored", "test_stored"} <= s["final"].keys()
+
+
+def test_centralized_carries_global_variables_from_user_to_user(tiny_ratings, tmp_path):
+    import tasks
+    from fedrecon_bench import loop
+    from fedrecon_bench.algorithms.centralized import Centralized
+
+    cfg = compose("+task=movielens", "+algo=centralized", f"task.ratings_file={tiny_ratings}",
+                  "task.embedding_dim=4")
+    task = tasks.get("movielens")(cfg.task, "unused", 0)
+    data = task.load()
+    algo = Centralized(task, data.info, cfg, run_dir=str(tmp_path))
+    ds = [task.client_dataset(e) for e in data.train.examples[:2]]
+    ids = data.train.ids[:2]
+    # Two users in one round == user 1's round followed by user 2's round (sequential SGD).
+    both, _ = algo.next(algo.initialize(), ds, ids)
+    algo2 = Centralized(task, data.info, cfg, run_dir=str(tmp_path))
+    s1, _ = algo2.next(algo2.initialize(), ds[:1], ids[:1])
+    s2, _ = algo2.next(s1, ds[1:], ids[1:])
+    np.testing.assert_allclose(both["global"][0], s2["global"][0], rtol=1e-6)
+    cfg = compose("+task=movielens", "+algo=centralized", f"task.ratings_file={tiny_ratings}",
+                  "rounds=2", "clients_per_round=8", "eval_every=2", "logger=none")
+    s = loop.run(cfg, str(tmp_path / "run"))
+    assert s["status"] == "completed" and "test" in s["final"] and s["local_params"] == 50

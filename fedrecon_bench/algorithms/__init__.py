@@ -5,6 +5,7 @@ _MODULES = {
     "fedrecon": ("fedrecon_bench.algorithms.fedrecon", "FedRecon"),
     "fedavg": ("fedrecon_bench.algorithms.fedavg", "FedAvg"),
     "stateful_fedavg": ("fedrecon_bench.algorithms.stateful_fedavg", "StatefulFedAvg"),
+    "centralized": ("fedrecon_bench.algorithms.centralized", "Centralized"),
 }
 
 
