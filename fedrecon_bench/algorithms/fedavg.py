@@ -19,11 +19,12 @@ from __future__ import annotations
 import tensorflow_federated as tff
 
 from fedrecon_bench import optimizers, splits
+from fedrecon_bench.algorithms.base import TffProcess
 from fedrecon_bench.algorithms.finetune import FineTuneEvaluator
 from fedrecon_bench.errors import UserError
 
 
-class FedAvg:
+class FedAvg(TffProcess):
     name = "fedavg"
     all_global = True
 
@@ -51,13 +52,6 @@ class FedAvg:
             self.finetune = FineTuneEvaluator(task, info, a.finetune, cfg.split.eval)
             self.eval_modes = ("finetune", "global")
 
-    def initialize(self):
-        return self.process.initialize()
-
-    def next(self, state, client_datasets, client_ids=None):
-        out = self.process.next(state, client_datasets)
-        return out.state, dict(out.metrics["client_work"]["train"])
-
     def evaluate(self, state, client_datasets, client_ids=None, seen: bool = False) -> dict:
         eval_state = self.eval_process.set_model_weights(
             self._eval_state, self.process.get_model_weights(state))
@@ -68,6 +62,3 @@ class FedAvg:
             return plain
         tuned = self.finetune.evaluate(self.global_weights(state).trainable, client_datasets)
         return {"finetune": tuned, "global": plain}
-
-    def global_weights(self, state):
-        return self.process.get_model_weights(state)

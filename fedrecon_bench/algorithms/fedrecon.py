@@ -18,9 +18,10 @@ from __future__ import annotations
 import tensorflow_federated as tff
 
 from fedrecon_bench import optimizers, splits
+from fedrecon_bench.algorithms.base import TffProcess
 
 
-class FedRecon:
+class FedRecon(TffProcess):
     name = "fedrecon"
 
     def __init__(self, task, info: dict, cfg, run_dir: str = "."):
@@ -45,13 +46,6 @@ class FedRecon:
             dataset_split_fn=splits.build(cfg.split.eval, "split.eval", evaluation=True))
         self._eval_state = self.eval_process.initialize()
 
-    def initialize(self):
-        return self.process.initialize()
-
-    def next(self, state, client_datasets, client_ids=None):
-        out = self.process.next(state, client_datasets)
-        return out.state, dict(out.metrics["client_work"]["train"])
-
     def evaluate(self, state, client_datasets, client_ids=None, seen: bool = False) -> dict:
         # Seen or not, FedRecon reconstructs: it keeps no state for anyone.
         return self.evaluate_weights(self.process.get_model_weights(state), client_datasets)
@@ -60,7 +54,3 @@ class FedRecon:
         eval_state = self.eval_process.set_model_weights(self._eval_state, global_weights)
         _, metrics = self.eval_process.next(eval_state, client_datasets)
         return dict(metrics["client_work"]["eval"]["current_round_metrics"])
-
-    def global_weights(self, state):
-        """What the server holds: the global model weights only."""
-        return self.process.get_model_weights(state)
