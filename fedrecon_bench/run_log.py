@@ -84,6 +84,9 @@ class RunLog:
                                        "global_params": summary.get("global_params"),
                                        "local_params": summary.get("local_params"), **flat})
             self.wandb.finish(exit_code=0 if summary["status"] == "completed" else 1)
+            import wandb
+
+            wandb.teardown()  # waits until the service has flushed the run file to disk
         return summary
 
 
