@@ -1,0 +1,148 @@
+"""Comparison plots from run or sweep dirs (seaborn), PNG and PDF.
+
+    python -m analysis.plot <run or sweep dirs...> [--metric rating_accuracy] [--split val]
+        [--final-split test] [--rows algo] [--out DIR] [--dpi 150]
+
+Per task, two figures:
+  curve_<task>_<split>_<metric>: the metric vs round (metrics.jsonl), one line per
+      algorithm (row key), the mean over seeds with a 95% bootstrap confidence band;
+  final_<task>_<final-split>_<metric>: the final value (summary.json) per algorithm,
+      a bar at the mean with its 95% interval and one dot per seed.
+Only completed runs are drawn. <out> defaults to the single dir given, else outputs/analysis.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers and in tests
+
+from analysis import runs as R  # noqa: E402
+from analysis.table import add_common_args, default_out, load  # noqa: E402
+from fedrecon_bench.errors import UserError  # noqa: E402
+
+FIGSIZE = (6.4, 4.0)  # inches; at the default 150 dpi: 960 x 600 px
+
+
+def _frames(runs, rows, split, metric, final_split):
+    import pandas as pd
+
+    curve, final = [], []
+    for run in runs:
+        task = str(run.key("task"))
+        modes = [mode for mode, _ in R.entries(run, final_split)] or [None]
+        if "eval_mode" not in rows:
+            modes = modes[:1]  # the headline mode only
+        for mode in modes:
+            lab = R.label(run, rows, mode)
+            for row in run.rows():
+                v = row.get(metric)
+                if row.get("split") == split and row.get("eval_mode") == mode \
+                        and isinstance(v, (int, float)):
+                    curve.append({"task": task, "label": lab, "seed": run.key("seed"),
+                                  "round": int(row["round"]), metric: float(v), "run": run.path})
+            v = R.select(run, final_split, metric, "final", None, mode)
+            if v is not None:
+                final.append({"task": task, "label": lab, "seed": run.key("seed"), metric: v,
+                              "run": run.path})
+    return pd.DataFrame(curve), pd.DataFrame(final)
+
+
+def _direction(metric):
+    return "lower is better" if R.lower_is_better(metric) else "higher is better"
+
+
+def _save(fig, out_dir, stem):
+    paths = []
+    for ext in ("png", "pdf"):
+        path = os.path.join(out_dir, f"{stem}.{ext}")
+        fig.savefig(path)
+        paths.append(path)
+    return paths
+
+
+def plot(runs, out_dir, metric=None, split="val", final_split="test", rows=None, dpi=150):
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from matplotlib.ticker import MaxNLocator
+
+    done = [r for r in runs if r.status == "completed"]
+    skipped = [r for r in runs if r.status != "completed"]
+    if not done:
+        raise UserError(f"no completed runs among {len(runs)}; nothing to plot")
+    avail = R.metric_names(done, final_split)
+    if not avail:
+        raise UserError(f"no {final_split!r} metrics in the runs' summary.json final; "
+                        "use --final-split with one of: train, val, test")
+    metric = metric or R.default_val_metric(avail)
+    if metric not in avail:
+        raise UserError(f"--metric {metric!r} is not in the runs' metrics; available: "
+                        f"{', '.join(avail)}")
+    rows = rows or R.default_row_keys(done)
+    curve, final = _frames(done, rows, split, metric, final_split)
+    if curve.empty:
+        raise UserError(f"no {split!r} rows with {metric!r} in the runs' metrics.jsonl; "
+                        "use --split train (val rows come every eval_every rounds)")
+    os.makedirs(out_dir, exist_ok=True)
+    sns.set_theme(style="whitegrid", context="notebook")
+    hue_order = sorted(final["label"].unique()) if not final.empty else None
+    written = []
+    for task in sorted(curve["task"].unique()):
+        c = curve[curve.task == task]
+        n = c.groupby("label")["seed"].nunique()
+        fig, ax = plt.subplots(figsize=FIGSIZE, dpi=dpi, layout="constrained")
+        sns.lineplot(data=c, x="round", y=metric, hue="label", hue_order=hue_order, marker="o",
+                     errorbar=("ci", 95), seed=0, ax=ax)
+        ax.set_title(f"{task}: {split} {metric} by round\nmean over seeds, 95% CI band "
+                     f"(n = {', '.join(f'{k}: {v}' for k, v in n.items())})", fontsize=11)
+        ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(f"{split} {metric} ({_direction(metric)})")
+        ax.legend(title=" / ".join(rows), fontsize=9, title_fontsize=9)
+        written += _save(fig, out_dir, f"curve_{task}_{split}_{metric}")
+        plt.close(fig)
+
+        f = final[final.task == task]
+        if f.empty:
+            continue
+        fig, ax = plt.subplots(figsize=FIGSIZE, dpi=dpi, layout="constrained")
+        order = sorted(f["label"].unique())
+        sns.barplot(data=f, x="label", y=metric, order=order, hue="label", hue_order=order,
+                    errorbar=("ci", 95), seed=0, alpha=0.6, legend=False, ax=ax)
+        sns.stripplot(data=f, x="label", y=metric, order=order, color="black", size=6,
+                      jitter=0.15, ax=ax)
+        ax.set_title(f"{task}: final {final_split} {metric}\nbar = mean, line = 95% CI, "
+                     f"dots = seeds", fontsize=11)
+        ax.set_xlabel(" / ".join(rows))
+        ax.set_ylabel(f"{final_split} {metric} ({_direction(metric)})")
+        written += _save(fig, out_dir, f"final_{task}_{final_split}_{metric}")
+        plt.close(fig)
+    for r in skipped:
+        print(f"note: {r.path}: status {r.status}; not drawn", file=sys.stderr)
+    return written
+
+
+def main(argv=None, api=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m analysis.plot", description=__doc__.split("\n")[0])
+    add_common_args(p)
+    p.add_argument("--metric", help="metric to draw (default: the first accuracy-like one)")
+    p.add_argument("--split", default="val", help="split of the curves (default: val)")
+    p.add_argument("--final-split", default="test", help="split of the final plot (default: test)")
+    p.add_argument("--dpi", type=int, default=150)
+    args = p.parse_args(argv)
+    try:
+        runs = load(args, api)
+        paths = plot(runs, args.out or (default_out(args.dirs) if args.dirs else "outputs/analysis"),
+                     args.metric, args.split, args.final_split, R.parse_list(args.rows), args.dpi)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("wrote " + ", ".join(paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""Paper-style results table from run or sweep dirs.
+
+    python -m analysis.table <run or sweep dirs...> [--metrics rating_accuracy,rmse]
+        [--split test] [--select final|best-val] [--val-metric M] [--rows algo,split/train]
+        [--cols task] [--out DIR] [--decimals 3]
+    python -m analysis.table --wandb ENTITY/PROJECT [...]
+
+Rows: algorithm (plus `eval_mode` / `split_by` where runs record one; `--rows` to choose,
+any summary key, dotted config key or config group such as `split/train`). Columns:
+task x metric. Cells: mean ± sample std (ddof=1) over seeds, with the number of runs n;
+the best mean per column in bold (lower is better for loss/rmse/error, higher otherwise).
+Only completed runs count; the others are listed under the table.
+Writes <out>/table.md, table.tex (booktabs) and table.csv (one line per run and metric),
+and prints the Markdown. <out> defaults to the single dir given, else outputs/analysis.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import sys
+from collections import defaultdict
+
+from analysis import runs as R
+from fedrecon_bench.errors import UserError
+
+
+def _sort_key(v):
+    return (0, v) if isinstance(v, (int, float)) else (1, str(v))
+
+
+class Table:
+    def __init__(self, runs, metrics=None, split="test", select="final", val_metric=None,
+                 rows=None, cols=None, decimals=3):
+        if select not in ("final", "best-val"):
+            raise UserError(f"--select {select!r}: use final or best-val")
+        self.all_runs = runs
+        self.runs = [r for r in runs if r.status == "completed"]
+        self.excluded = [r for r in runs if r.status != "completed"]
+        if not self.runs:
+            raise UserError(f"no completed runs among {len(runs)} (statuses: "
+                            f"{', '.join(sorted({r.status for r in runs}))}); nothing to tabulate")
+        self.split, self.select, self.decimals = split, select, decimals
+        avail = R.metric_names(self.runs, split)
+        if not avail:
+            raise UserError(f"no {split!r} metrics in the runs' summary.json final; "
+                            f"use --split with one of: train, val, test")
+        self.metrics = metrics or avail
+        bad = [m for m in self.metrics if m not in avail]
+        if bad:
+            raise UserError(f"--metrics {bad[0]!r} is not in the runs' final {split} metrics; "
+                            f"available: {', '.join(avail)}")
+        self.val_metric = val_metric or R.default_val_metric(self.metrics)
+        if select == "best-val" and self.val_metric not in R.metric_names(self.runs, "val"):
+            raise UserError(f"--val-metric {self.val_metric!r} is not a val metric; available: "
+                            f"{', '.join(R.metric_names(self.runs, 'val'))}")
+        self.row_keys = rows or R.default_row_keys(self.runs)
+        self.col_keys = cols or ["task"]
+        self.notes: list[str] = []
+        self._build()
+
+    # ------------------------------------------------------------------
+    def _build(self):
+        cells = defaultdict(list)  # (row, col, metric) -> [(seed, value, run)]
+        self.per_run = []
+        for run in self.runs:
+            # one entry per evaluation mode the run reports (one entry, mode None, usually)
+            modes = [mode for mode, _ in R.entries(run, self.split)]
+            if "eval_mode" not in self.row_keys and len(modes) > 1:
+                modes = [mode for mode, _ in R.entries(run, self.split)[:1]]  # headline only
+            for mode in modes:
+                row = tuple(R.value(run, k, mode) for k in self.row_keys)
+                col = tuple(R.value(run, k, mode) for k in self.col_keys)
+                for m in self.metrics:
+                    v = R.select(run, self.split, m, self.select, self.val_metric, mode)
+                    if v is None:
+                        if self.select == "best-val":
+                            self.notes.append(
+                                f"{run.path}{f' ({mode})' if mode else ''}: no {self.split} {m} "
+                                f"at its best-val round {R.best_val_round(run, self.val_metric, mode)}"
+                                "; not counted")
+                        continue
+                    cells[(row, col, m)].append((run.key("seed"), v, run))
+                    self.per_run.append({"path": run.path, **dict(zip(self.row_keys, row)),
+                                         **dict(zip(self.col_keys, col)), "seed": run.key("seed"),
+                                         "split": self.split, "select": self.select, "metric": m,
+                                         "value": v})
+        for (row, col, m), vals in cells.items():
+            seeds = [s for s, _, _ in vals]
+            dup = {s for s in seeds if seeds.count(s) > 1}
+            if dup:
+                self.notes.append(f"{' / '.join(map(str, row))}, {' / '.join(map(str, col))}, {m}: "
+                                  f"seed(s) {sorted(dup, key=_sort_key)} appear more than once "
+                                  "(several sweeps given?); each run counts")
+        self.row_vals = sorted({k[0] for k in cells}, key=lambda t: tuple(map(_sort_key, t)))
+        self.col_vals = sorted({k[1] for k in cells}, key=lambda t: tuple(map(_sort_key, t)))
+        self.stats = {}
+        for key, vals in cells.items():
+            xs = [v for _, v, _ in vals]
+            self.stats[key] = (statistics.fmean(xs),
+                               statistics.stdev(xs) if len(xs) > 1 else None, len(xs))
+        # best per column, compared as displayed (ties at the shown precision are all bold)
+        self.best = {}
+        for col in self.col_vals:
+            for m in self.metrics:
+                means = {row: round(self.stats[(row, col, m)][0], self.decimals)
+                         for row in self.row_vals if (row, col, m) in self.stats}
+                if means:
+                    pick = min if R.lower_is_better(m) else max
+                    self.best[(col, m)] = pick(means.values())
+        for r in self.excluded:
+            self.notes.append(f"{r.path}: status {r.status}"
+                              + (f" ({r.summary.get('error')})" if r.summary.get("error") else "")
+                              + "; not counted")
+
+    def columns(self):
+        return [(col, m) for col in self.col_vals for m in self.metrics]
+
+    def _is_best(self, row, col, m) -> bool:
+        s = self.stats.get((row, col, m))
+        return s is not None and round(s[0], self.decimals) == self.best.get((col, m))
+
+    def _fmt(self, x):
+        return f"{x:.{self.decimals}f}"
+
+    @staticmethod
+    def _arrow(m):
+        return "↓" if R.lower_is_better(m) else "↑"
+
+    # ------------------------------------------------------------------
+    def caption(self) -> str:
+        what = ("final values (summary.json)" if self.select == "final" else
+                f"at the round with the best val {self.val_metric} (metrics.jsonl)")
+        return (f"{self.split} metrics, {what}; mean ± sample std over seeds (n runs); "
+                "best per column in bold")
+
+    def markdown(self) -> str:
+        head = [*self.row_keys] + [f"{' / '.join(map(str, c))} {m} {self._arrow(m)}"
+                                   for c, m in self.columns()]
+        lines = ["| " + " | ".join(head) + " |",
+                 "|" + "|".join([":--"] * len(self.row_keys) + ["--:"] * len(self.columns())) + "|"]
+        for row in self.row_vals:
+            cells = ["–" if v is None else str(v) for v in row]
+            for col, m in self.columns():
+                s = self.stats.get((row, col, m))
+                if s is None:
+                    cells.append("–")
+                    continue
+                mean, std, n = s
+                txt = self._fmt(mean) + ("" if std is None else f" ± {self._fmt(std)}")
+                if self._is_best(row, col, m):
+                    txt = f"**{txt}**"
+                cells.append(f"{txt} (n={n})")
+            lines.append("| " + " | ".join(cells) + " |")
+        out = "\n".join(lines) + f"\n\n{self.caption()}.\n"
+        if self.notes:
+            out += "\n" + "\n".join(f"- {n}" for n in self.notes) + "\n"
+        return out
+
+    def latex(self) -> str:
+        esc = lambda s: (str(s).replace("\\", r"\textbackslash{}").replace("_", r"\_")
+                         .replace("&", r"\&").replace("%", r"\%").replace("#", r"\#"))
+        nr, nm = len(self.row_keys), len(self.metrics)
+        lines = [r"% requires \usepackage{booktabs}",
+                 r"\begin{tabular}{" + "l" * nr + "c" * len(self.columns()) + "}", r"\toprule"]
+        groups = " & ".join([""] * nr + [rf"\multicolumn{{{nm}}}{{c}}{{{esc(' / '.join(map(str, c)))}}}"
+                                          for c in self.col_vals])
+        lines.append(groups + r" \\")
+        lines.append(" ".join(rf"\cmidrule(lr){{{nr + 1 + i * nm}-{nr + (i + 1) * nm}}}"
+                              for i in range(len(self.col_vals))))
+        arrow = lambda m: r"$\downarrow$" if R.lower_is_better(m) else r"$\uparrow$"
+        lines.append(" & ".join([esc(k) for k in self.row_keys] +
+                                [f"{esc(m)} {arrow(m)}" for _, m in self.columns()]) + r" \\")
+        lines.append(r"\midrule")
+        for row in self.row_vals:
+            cells = ["--" if v is None else esc(v) for v in row]
+            for col, m in self.columns():
+                s = self.stats.get((row, col, m))
+                if s is None:
+                    cells.append("--")
+                    continue
+                mean, std, n = s
+                body = self._fmt(mean) + ("" if std is None else rf" \pm {self._fmt(std)}")
+                body = rf"\mathbf{{{body}}}" if self._is_best(row, col, m) else body
+                cells.append(f"${body}$ {{\\scriptsize $n{{=}}{n}$}}")
+            lines.append(" & ".join(cells) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}", f"% {self.caption()}"]
+        return "\n".join(lines) + "\n"
+
+    def write(self, out_dir: str, name: str = "table") -> list[str]:
+        os.makedirs(out_dir, exist_ok=True)
+        paths = [os.path.join(out_dir, f"{name}.{ext}") for ext in ("md", "tex", "csv")]
+        with open(paths[0], "w") as f:
+            f.write(self.markdown())
+        with open(paths[1], "w") as f:
+            f.write(self.latex())
+        with open(paths[2], "w", newline="") as f:
+            fields = ["path", *self.row_keys, *self.col_keys, "seed", "split", "select",
+                      "metric", "value"]
+            w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(fields)))
+            w.writeheader()
+            w.writerows(self.per_run)
+        return paths
+
+
+def default_out(dirs: list[str]) -> str:
+    return dirs[0] if len(dirs) == 1 else os.path.join("outputs", "analysis")
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dirs", nargs="*", help="run dirs or sweep dirs")
+    p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs through the wandb API")
+    p.add_argument("--rows", help="row keys, comma-separated (default: algo [+ eval mode])")
+    p.add_argument("--out", help="output dir (default: the single dir given, else outputs/analysis)")
+
+
+def load(args, api=None) -> list:
+    if args.wandb:
+        if args.dirs:
+            raise UserError("give either run/sweep dirs or --wandb ENTITY/PROJECT, not both")
+        return R.from_wandb(args.wandb, api=api)
+    if not args.dirs:
+        raise UserError("no runs given; pass run or sweep dirs (the paths printed as "
+                        "run_dir: / sweep_dir:) or --wandb ENTITY/PROJECT")
+    return R.load_runs(args.dirs)
+
+
+def main(argv=None, api=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m analysis.table", description=__doc__.split("\n")[0])
+    add_common_args(p)
+    p.add_argument("--metrics", help="metrics, comma-separated (default: all in summary final)")
+    p.add_argument("--split", default="test", help="train, val or test (default: test)")
+    p.add_argument("--select", default="final", help="final (default) or best-val")
+    p.add_argument("--val-metric", help="the val metric best-val picks the round by "
+                                        "(default: the first accuracy-like metric)")
+    p.add_argument("--cols", help="column keys besides the metric (default: task)")
+    p.add_argument("--decimals", type=int, default=3)
+    p.add_argument("--name", default="table", help="output file stem (default: table)")
+    args = p.parse_args(argv)
+    try:
+        runs = load(args, api)
+        t = Table(runs, R.parse_list(args.metrics), args.split, args.select, args.val_metric,
+                  R.parse_list(args.rows), R.parse_list(args.cols), args.decimals)
+        paths = t.write(args.out or (default_out(args.dirs) if args.dirs else "outputs/analysis"),
+                        args.name)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(t.markdown())
+    print("wrote " + ", ".join(paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
