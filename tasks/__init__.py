@@ -1,7 +1,7 @@
 """Task registry: one module per task, named as in conf/task/."""
 import importlib
 
-_MODULES = {"movielens": ("tasks.movielens", "MovieLens")}
+_MODULES = {"movielens": ("tasks.movielens", "MovieLens"), "emnist": ("tasks.emnist", "EMNIST")}
 
 
 def get(name: str):
