@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
+import string
 import sys
 
 import matplotlib
@@ -79,9 +81,34 @@ def client_sizes(data) -> dict[str, np.ndarray]:
             for s in ("train", "val", "test")}
 
 
-def explore_populations(task_name: str, data, out_dir: str, report: list[str]) -> list[str]:
+def target_names(cfg, info: dict):
+    """(id -> display name, ids to leave out) for tasks whose targets are ids."""
+    if cfg.task.name == "emnist":  # 62 classes: digits, upper case, lower case
+        chars = string.digits + string.ascii_uppercase + string.ascii_lowercase
+        return (lambda i: chars[i] if 0 <= i < len(chars) else str(i)), set()
+    if cfg.task.name == "nwp":  # ids: 0 pad, 1..V words, V+1..V+K OOV buckets, BOS, EOS
+        words, vf = [], info.get("vocab_file")
+        if vf and os.path.isfile(vf):
+            with open(vf) as f:
+                words = json.load(f).get("words", [])
+        V, K = cfg.task.get("vocab_size"), cfg.task.get("num_oov_buckets")
+
+        def name(i):
+            if 1 <= i <= len(words):
+                return words[i - 1]
+            if V is not None and K is not None:
+                return {V + K + 1: "<bos>", V + K + 2: "<eos>"}.get(
+                    i, "<oov>" if V < i <= V + K else str(i))
+            return str(i)
+
+        return name, {0}  # 0 pads short sequences: not a target
+    return str, set()
+
+
+def explore_populations(cfg, data, out_dir: str, report: list[str]) -> list[str]:
     import seaborn as sns
 
+    task_name = cfg.task.name
     os.makedirs(out_dir, exist_ok=True)
     sizes = client_sizes(data)
     for s, n in sizes.items():
@@ -101,16 +128,22 @@ def explore_populations(task_name: str, data, out_dir: str, report: list[str]) -
     # Integer targets: class labels (EMNIST) or next-token ids (NWP).
     ys = [e["y"] for e in data.train.examples if "y" in e]
     if ys and np.issubdtype(np.asarray(ys[0]).dtype, np.integer):
+        name, ignore = target_names(cfg, data.info)
         flat = np.concatenate([np.asarray(y).ravel() for y in ys])
-        counts = np.bincount(flat - flat.min()) if flat.min() < 0 else np.bincount(flat)
-        top = np.argsort(-counts, kind="stable")[:30]
-        report.append(f"train targets: {len(flat)} values, {int((counts > 0).sum())} distinct; "
-                      f"most common: " + ", ".join(f"{i} ({counts[i]})" for i in top[:10]))
+        flat = flat[~np.isin(flat, list(ignore))] if ignore else flat
+        ids, counts = np.unique(flat, return_counts=True)
+        if len(ids) <= 100:  # a label distribution: every class, in id order
+            shown, what = np.arange(len(ids)), f"all {len(ids)} train targets"
+        else:  # a vocabulary: the most common
+            shown, what = np.argsort(-counts, kind="stable")[:30], "the 30 most common train targets"
+        top = np.argsort(-counts, kind="stable")[:10]
+        report.append(f"train targets: {len(flat)} values, {len(ids)} distinct; most common: "
+                      + ", ".join(f"{name(int(ids[i]))} ({counts[i]})" for i in top))
         fig, ax = _fig()
-        ax.bar(range(len(top)), counts[top])
-        ax.set_xticks(range(len(top)), [str(i) for i in top], rotation=90, fontsize=7)
-        ax.set(title=f"{task_name}: the 30 most common train targets (label / token id)",
-               xlabel="target id", ylabel="count")
+        ax.bar(range(len(shown)), counts[shown])
+        ax.set_xticks(range(len(shown)), [name(int(ids[i])) for i in shown], rotation=90,
+                      fontsize=6 if len(shown) > 40 else 8)
+        ax.set(title=f"{task_name}: {what}", ylabel="count")
         paths += _save(fig, out_dir, "targets")
     return paths
 
@@ -287,7 +320,7 @@ def explore(cfg, out_dir: str, users: list[int] | None = None) -> tuple[list[str
     elif users:
         report.append(f"--users applies to movielens only; ignored for {cfg.task.name}")
     task = tasks.get(cfg.task.name)(cfg.task, cfg.data_dir, cfg.seed)
-    paths += explore_populations(cfg.task.name, task.load(), out_dir, report)
+    paths += explore_populations(cfg, task.load(), out_dir, report)
     with open(os.path.join(out_dir, "report.txt"), "w") as f:
         f.write("\n".join(report) + "\n")
     return paths + [os.path.join(out_dir, "report.txt")], report

@@ -82,6 +82,8 @@ def plot(runs, out_dir, metric=None, split="val", final_split="test", rows=None,
         raise UserError(f"--metric {metric!r} is not in the runs' metrics; available: "
                         f"{', '.join(avail)}")
     rows = rows or R.default_row_keys(done)
+    same = ", ".join(f"{k}={v}" for k, v in R.constant_keys(done).items() if k not in rows)
+    same = f" ({same})" if same else ""
     curve, final = _frames(done, rows, split, metric, final_split)
     if curve.empty:
         raise UserError(f"no {split!r} rows with {metric!r} in the runs' metrics.jsonl; "
@@ -96,7 +98,7 @@ def plot(runs, out_dir, metric=None, split="val", final_split="test", rows=None,
         fig, ax = plt.subplots(figsize=FIGSIZE, dpi=dpi, layout="constrained")
         sns.lineplot(data=c, x="round", y=metric, hue="label", hue_order=hue_order, marker="o",
                      errorbar=("ci", 95), seed=0, ax=ax)
-        ax.set_title(f"{task}: {split} {metric} by round\nmean over seeds, 95% CI band "
+        ax.set_title(f"{task}{same}: {split} {metric} by round\nmean over seeds, 95% CI band "
                      f"(n = {', '.join(f'{k}: {v}' for k, v in n.items())})", fontsize=11)
         ax.set_xlabel("round")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -114,7 +116,7 @@ def plot(runs, out_dir, metric=None, split="val", final_split="test", rows=None,
                     errorbar=("ci", 95), seed=0, alpha=0.6, legend=False, ax=ax)
         sns.stripplot(data=f, x="label", y=metric, order=order, color="black", size=6,
                       jitter=0.15, ax=ax)
-        ax.set_title(f"{task}: final {final_split} {metric}\nbar = mean, line = 95% CI, "
+        ax.set_title(f"{task}{same}: final {final_split} {metric}\nbar = mean, line = 95% CI, "
                      f"dots = seeds", fontsize=11)
         ax.set_xlabel(" / ".join(rows))
         ax.set_ylabel(f"{final_split} {metric} ({_direction(metric)})")

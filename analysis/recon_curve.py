@@ -183,10 +183,11 @@ def write(rows, ev, out_dir: str, metric: str | None = None) -> list[str]:
     if run_pt is not None:
         se = ev.cfg.split.eval
         ax.axhline(run_pt[metric], color="C3", ls="--",
-                   label=f"run's split.eval ({se.recon_epochs} epoch(s), "
-                         f"max {se.recon_steps_max or 'all'} steps)")
+                   label=f"the run's split.eval: {se.recon_epochs} epoch(s), "
+                         + (f"<= {se.recon_steps_max} steps" if se.recon_steps_max else "no step cap"))
     ax.set_xscale("symlog", linthresh=1)  # k=0 on the same axis as 1, 10, 100
     ax.set_xticks([r["steps"] for r in curve], [str(r["steps"]) for r in curve])
+    ax.set_xlim(-0.3, max(r["steps"] for r in curve) * 1.15 + 0.3)
     s = ev.run.summary
     ax.set(xlabel="reconstruction steps k (batches)",
            ylabel=f"{ev.split} {metric} ({'lower' if R.lower_is_better(metric) else 'higher'} is better)",

@@ -253,16 +253,33 @@ def label(run: Run, keys: list[str], eval_mode: str | None = None) -> str:
                       for k in keys)
 
 
-def default_row_keys(runs: list[Run]) -> list[str]:
-    """algo, plus the evaluation mode where runs record one (eval_mode, split_by)."""
-    keys = ["algo"]
-    if has_modes(runs):
-        keys.append("eval_mode")
+def _mode_keys(runs: list[Run]) -> list[str]:
+    """Evaluation-mode keys the runs record: eval_mode (per entry), split_by (summary or config)."""
+    keys = ["eval_mode"] if has_modes(runs) else []
     if any("split_by" in r.summary for r in runs):
         keys.append("split_by")
     elif any(r.has_key("task.split_by") for r in runs):
         keys.append("task.split_by")
     return keys
+
+
+def _values(runs: list[Run], key: str, split: str = "test") -> set:
+    return {value(r, key, mode) for r in runs for mode, _ in (entries(r, split) or [(None, {})])}
+
+
+def default_row_keys(runs: list[Run]) -> list[str]:
+    """algo, plus the evaluation modes that differ between the runs (eval_mode, split_by)."""
+    return ["algo"] + [k for k in _mode_keys(runs) if len(_values(runs, k)) > 1]
+
+
+def constant_keys(runs: list[Run]) -> dict:
+    """Evaluation-mode keys with one value across the runs (said once, in the caption)."""
+    out = {}
+    for k in _mode_keys(runs):
+        vals = _values(runs, k)
+        if len(vals) == 1 and None not in vals:
+            out[k] = vals.pop()
+    return out
 
 
 def parse_list(s: str | None) -> list[str] | None:

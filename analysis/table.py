@@ -56,6 +56,8 @@ class Table:
             raise UserError(f"--val-metric {self.val_metric!r} is not a val metric; available: "
                             f"{', '.join(R.metric_names(self.runs, 'val'))}")
         self.row_keys = rows or R.default_row_keys(self.runs)
+        self.constants = {k: v for k, v in R.constant_keys(self.runs).items()
+                          if k not in self.row_keys}
         self.col_keys = cols or ["task"]
         self.notes: list[str] = []
         self._build()
@@ -132,8 +134,9 @@ class Table:
     def caption(self) -> str:
         what = ("final values (summary.json)" if self.select == "final" else
                 f"at the round with the best val {self.val_metric} (metrics.jsonl)")
+        same = "".join(f"; {k} = {v} for all runs" for k, v in self.constants.items())
         return (f"{self.split} metrics, {what}; mean ± sample std over seeds (n runs); "
-                "best per column in bold")
+                f"best per column in bold{same}")
 
     def markdown(self) -> str:
         head = [*self.row_keys] + [f"{' / '.join(map(str, c))} {m} {self._arrow(m)}"
