@@ -122,3 +122,19 @@ def test_real_ratings_csv_and_original_dat_agree_on_genres(shared_data, tmp_path
     assert out["ratings.csv"][0] == ("user 1 (53 ratings): top genres Drama rated 21 times, "
                                      "Children's rated 20 times, Animation rated 18 times, "
                                      "Comedy rated 14 times, Musical rated 14 times")
+
+
+def test_target_names_for_emnist_labels_and_nwp_words(tmp_path):
+    import json
+
+    from omegaconf import OmegaConf
+
+    name, ignore = explore.target_names(OmegaConf.create({"task": {"name": "emnist"}}), {})
+    assert [name(i) for i in (0, 9, 10, 35, 36, 61)] == ["0", "9", "A", "Z", "a", "z"] and not ignore
+    vocab = tmp_path / "vocab.json"
+    vocab.write_text(json.dumps({"words": ["the", "and"]}))
+    cfg = OmegaConf.create({"task": {"name": "nwp", "vocab_size": 2, "num_oov_buckets": 1}})
+    name, ignore = explore.target_names(cfg, {"vocab_file": str(vocab)})
+    # ids: 0 pad (left out), 1..V words, V+1..V+K OOV, then BOS, EOS
+    assert [name(i) for i in (1, 2, 3, 4, 5)] == ["the", "and", "<oov>", "<bos>", "<eos>"]
+    assert ignore == {0}

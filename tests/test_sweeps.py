@@ -96,6 +96,27 @@ def test_every_sweep_preset_names_existing_groups_or_says_which_is_missing():
             assert argv == ["-m", f"+sweep={name}"]
 
 
+@pytest.mark.parametrize("algo", ["fedrecon", "fedavg", "stateful_fedavg", "centralized"])
+def test_paper_preset_composes_the_paper_setting_for_each_algorithm(algo):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from fedrecon_bench.cli_args import CONF_DIR, options
+
+    if algo not in options("algo"):
+        pytest.skip(f"algo {algo} not written yet")
+    # a job's overrides, in the sweeper's order: the preset's params, then the command line
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "+task=movielens", f"+algo={algo}", "seed=2", "+sweep=movielens_paper_table"])
+    assert (cfg.algo.name, cfg.seed, cfg.rounds, cfg.clients_per_round) == (algo, 2, 500, 100)
+    assert cfg.task.max_users is None and cfg.task.dataset == "ml-1m"
+    assert OmegaConf.to_container(cfg.split.train) == {
+        "mode": "disjoint", "recon_epochs": 5, "recon_steps_max": 50, "post_recon_epochs": 1,
+        "post_recon_steps_max": 50}
+    assert cfg.split.eval.recon_steps_max == 50
+
+
 def test_experiment_list_shares_task_and_algo():
     assert normalize(["-m", "experiment=movielens_tutorial,movielens_paper"]) == \
         ["-m", "+task=movielens", "+algo=fedrecon", "+experiment=movielens_tutorial,movielens_paper"]
