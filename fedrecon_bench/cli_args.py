@@ -12,6 +12,7 @@ import os
 from omegaconf import OmegaConf
 
 from fedrecon_bench import sweep
+from fedrecon_bench.argv import find as _find
 from fedrecon_bench.errors import UserError
 
 CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
@@ -21,14 +22,6 @@ def options(group: str) -> list[str]:
     d = os.path.join(CONF_DIR, group)
     return sorted(f[:-5] for f in os.listdir(d) if f.endswith(".yaml")) if os.path.isdir(d) else []
 
-
-def _find(argv, group):
-    """Index and value of `[+|++]group=value`, or (None, None)."""
-    for i, a in enumerate(argv):
-        key, sep, val = a.lstrip("+").partition("=")
-        if sep and key == group:
-            return i, val
-    return None, None
 
 
 def _check(group: str, value: str) -> None:

@@ -19,6 +19,7 @@ import time
 
 from omegaconf import OmegaConf
 
+from fedrecon_bench.argv import find as _find
 from fedrecon_bench.errors import UserError
 
 # Hydra's options that take a value (hydra/_internal/utils.py: get_args_parser).
@@ -46,13 +47,6 @@ def split_flags(argv: list[str]) -> tuple[list[str], list[str]]:
         i += 1
     return flags, rest
 
-
-def _find(argv, group):
-    for i, a in enumerate(argv):
-        key, sep, val = a.lstrip("+").partition("=")
-        if sep and key == group:
-            return i, val
-    return None, None
 
 
 def experiment_meta(names: str, conf_dir: str) -> dict:
