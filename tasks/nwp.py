@@ -211,13 +211,23 @@ def read_snippets_h5(path: str) -> dict[str, list[str]]:
 
 
 def _writable(d: str) -> bool:
-    """Whether to write a cache into d. The mode bits count even for root, so a
-    directory published read-only (like shared data) is left alone."""
+    """Whether to write a cache into d (created if missing). The mode bits count
+    even for root, so a directory published read-only (like shared data) is left
+    alone -- nothing is created inside it either."""
+    d = os.path.abspath(d)
+    existing = d
+    while not os.path.isdir(existing):  # the nearest existing ancestor decides
+        parent = os.path.dirname(existing)
+        if parent == existing:
+            return False
+        existing = parent
+    if not (os.access(existing, os.W_OK) and os.stat(existing).st_mode & stat.S_IWUSR):
+        return False
     try:
         os.makedirs(d, exist_ok=True)
-        return os.access(d, os.W_OK) and bool(os.stat(d).st_mode & stat.S_IWUSR)
     except OSError:
         return False
+    return os.access(d, os.W_OK) and bool(os.stat(d).st_mode & stat.S_IWUSR)
 
 
 def _write_json_atomic(path: str, obj) -> None:

@@ -364,11 +364,20 @@ def test_stackoverflow_offline_is_a_one_line_user_error(tmp_path, monkeypatch):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
     monkeypatch.setattr(tff.simulation.datasets.stackoverflow, "load_data", offline)
-    with pytest.raises(UserError) as e:
-        _task(tmp_path, source="stackoverflow").load()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    data_dir = tmp_path / "published"
+    data_dir.mkdir(mode=0o555)  # a read-only data dir gets no stackoverflow/ folder
+    task = nwp.NWP(_cfg(source="stackoverflow"), data_dir=str(data_dir), seed=0)
+    try:
+        with pytest.raises(UserError) as e:
+            task.load()
+    finally:
+        os.chmod(data_dir, 0o755)
     msg = str(e.value)
     assert msg.startswith("task.source=stackoverflow: could not download") and "\n" not in msg
     assert "URLError" in msg and "task.source=shakespeare" in msg
+    assert str(tmp_path / "home" / ".cache" / "fedrecon_bench" / "stackoverflow") in msg
+    assert list(data_dir.iterdir()) == []
 
 
 def test_stackoverflow_path_caps_then_sorts_by_date(tmp_path, monkeypatch):
