@@ -1,7 +1,6 @@
 """EMNIST task: the LEAF loader and its cache, malformed files, the two population
 modes, the model's global/local partition, the TFF source, a short real-data run."""
 import json
-import os
 import pathlib
 import stat
 import urllib.error
@@ -87,6 +86,13 @@ def test_leaf_loader_reads_every_writer_exactly(leaf_dir, tmp_path):
     for w, ex in zip(data.train.ids, data.train.examples):
         assert ex["x"].dtype == np.uint8 and ex["x"].shape[1] == 784
         assert as_set(ex) == source_set(train_src[w])
+    # The writers' LEAF test data is split between val and test, nothing lost or added.
+    held = {}
+    for part in (data.val, data.test):
+        for w, ex in zip(part.ids, part.examples):
+            held.setdefault(w, set()).update(as_set(ex))
+    assert held and set(held) <= set(test_src)
+    assert held == {w: source_set(test_src[w]) for w in held}
     assert data.info["num_classes"] == 62 and data.info["cache"] == {"train": "miss", "test": "miss"}
     # Batches carry float pixels in 0..1 (the file's values) and int32 labels of shape [n, 1].
     task = em.EMNIST(task_cfg(batch_size=2), "unused", 0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import collections
 import pathlib
 
-import numpy as np
 import pytest
 
 from analysis import explore

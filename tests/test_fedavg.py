@@ -1,6 +1,5 @@
 """FedAvg: every variable global, the MF user embedding one shared vector."""
 import json
-import pathlib
 
 import numpy as np
 import pytest

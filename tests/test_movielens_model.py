@@ -1,7 +1,6 @@
 """MovieLens model: metrics by hand, the global/local partition, L2 and biases."""
 import numpy as np
 import pytest
-import tensorflow as tf
 from omegaconf import OmegaConf
 
 from tasks.movielens import PenalizedMSE, RatingAccuracy, RMSE, MovieLens

@@ -1,6 +1,5 @@
 """Stateful FedAvg: the client-state store, its evaluation modes, and resume."""
 import json
-import pathlib
 
 import numpy as np
 import pytest

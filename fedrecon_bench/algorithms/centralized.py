@@ -12,7 +12,6 @@ user's examples. The client optimizer config is the optimizer used.
 """
 from __future__ import annotations
 
-import numpy as np
 
 from fedrecon_bench.algorithms.stateful_fedavg import StatefulFedAvg
 
