@@ -28,10 +28,13 @@ import tempfile
 import time
 import zipfile
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 
 from fedrecon_bench.errors import UserError
+from fedrecon_bench.fast.model import FastModel, masked_mean
 from tasks.base import ClientSet, FederatedData, KerasParts, Task
 from tasks.movielens import UserVector, split_users
 
@@ -373,7 +376,7 @@ def check_task_config(c) -> None:
     if c.split_by not in SPLITS:
         raise UserError(f"task.split_by={c.split_by!r} is unknown; use user (unseen writers) "
                         f"or example (seen writers)")
-    for key in ("only_digits", "user_embedding"):
+    for key in ("only_digits", "user_embedding", "dropout"):
         if not isinstance(c[key], bool):
             raise UserError(f"task.{key}={c[key]!r} must be true or false")
     d = c.user_embedding_dim
@@ -452,9 +455,13 @@ class EMNIST(Task):
         conv1 = L.Conv2D(32, 3, activation="relu", kernel_initializer=glorot(1), name="conv1")
         conv2 = L.Conv2D(64, 3, activation="relu", kernel_initializer=glorot(2), name="conv2")
         dense = L.Dense(128, activation="relu", kernel_initializer=glorot(3), name="dense")
+
+        def drop(rate, k):  # task.dropout=false: no Dropout layer at all (it has no weights)
+            return L.Dropout(rate, seed=seed(k)) if c.dropout else (lambda h: h)
+
         h = L.MaxPool2D(2)(conv2(conv1(pixels)))
-        h = L.Flatten()(L.Dropout(0.25, seed=seed(4))(h))
-        h = L.Dropout(0.5, seed=seed(5))(dense(h))
+        h = L.Flatten()(drop(0.25, 4)(h))
+        h = drop(0.5, 5)(dense(h))
         local_layers = []
         if c.user_embedding:
             # Zero start: before reconstruction the model is exactly the global CNN.
@@ -474,3 +481,67 @@ class EMNIST(Task):
 
     def metrics_fn(self):
         return lambda: [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+    # --- the same model for engine=fast ---------------------------------------
+    def fast_model(self, info: dict) -> "EmnistFast":
+        return EmnistFast(self.cfg, self.num_classes)
+
+
+def _dropout(h, rate: float, key):
+    """Keras' inverted dropout: zero with probability `rate`, scale the rest by 1/(1-rate)."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, h.shape)
+    return jnp.where(keep, h / (1.0 - rate), 0.0)
+
+
+class EmnistFast(FastModel):
+    """keras_parts' CNN, loss and metrics in JAX (fedrecon_bench/fast/model.py)."""
+
+    global_names = ("conv1/kernel", "conv1/bias", "conv2/kernel", "conv2/bias",
+                    "dense/kernel", "dense/bias", "logits/kernel", "logits/bias")
+
+    def __init__(self, c, num_classes: int):
+        self.num_classes, self.batch_size = num_classes, int(c.batch_size)
+        self.dropout = bool(c.dropout)
+        self.local_names = ("user_embedding",) if c.user_embedding else ()
+
+    def inputs(self, ex):
+        # As client_dataset: uint8 pixels are k/255 (see compact_pixels), float ones already 0..1.
+        scale = np.float32(1.0 / 255.0 if ex["x"].dtype == np.uint8 else 1.0)
+        x = ex["x"].astype(np.float32) * scale
+        return {"x": x.reshape(-1, 28, 28, 1), "y": np.asarray(ex["y"]).reshape(-1).astype(np.int32)}
+
+    def predict(self, p, batch, train=False, rng=None):
+        """Logits [bs, num_classes]; dropout only when training (needs `rng`)."""
+        conv = lambda h, name: jax.nn.relu(jax.lax.conv_general_dilated(
+            h, p[name + "/kernel"], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            + p[name + "/bias"])
+        h = conv(conv(batch["x"], "conv1"), "conv2")
+        h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+        drop = train and self.dropout
+        if drop:
+            if rng is None:
+                raise ValueError("EmnistFast.predict(train=True) with dropout needs a PRNG key `rng`")
+            k1, k2 = jax.random.split(rng)
+            h = _dropout(h, 0.25, k1)
+        h = h.reshape(h.shape[0], -1)  # NHWC row-major, as Keras' Flatten
+        h = jax.nn.relu(h @ p["dense/kernel"] + p["dense/bias"])
+        if drop:
+            h = _dropout(h, 0.5, k2)
+        if self.local_names:
+            user = jnp.broadcast_to(p["user_embedding"], (h.shape[0], p["user_embedding"].shape[1]))
+            h = jnp.concatenate([h, user], axis=1)
+        return h @ p["logits/kernel"] + p["logits/bias"]
+
+    def loss(self, batch, logits):
+        # Sparse softmax cross-entropy from logits, as SparseCategoricalCrossentropy(from_logits=True).
+        nll = jax.nn.logsumexp(logits, axis=1) - jnp.take_along_axis(
+            logits, batch["y"][:, None], axis=1)[:, 0]
+        return masked_mean(nll, batch["mask"])
+
+    def stats(self, batch, logits):
+        m = batch["mask"]
+        return {"hits": jnp.sum((jnp.argmax(logits, axis=1) == batch["y"]) * m), "count": jnp.sum(m)}
+
+    def metrics(self, s):
+        n = float(s["count"])
+        return {"accuracy": float(s["hits"]) / n if n else 0.0}
