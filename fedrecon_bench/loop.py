@@ -32,8 +32,31 @@ class _Datasets:
             self._cache[i] = self.task.client_dataset(self.clients.examples[i])
         return self._cache[i]
 
+    def select(self, idx):
+        return [self[int(i)] for i in idx]
+
     def all(self):
-        return [self[i] for i in range(len(self.clients))]
+        return self.select(range(len(self.clients)))
+
+
+def populations(engine: str, task, algo, data):
+    """Each population in the engine's form: cached tf.data datasets (tff) or
+    padded arrays (fast); both answer `select(indices)` and `all()`."""
+    if engine == "fast":
+        from fedrecon_bench.fast.data import Population
+
+        return tuple(Population(algo.m, getattr(data, s)) for s in ("train", "val", "test"))
+    return tuple(_Datasets(task, getattr(data, s)) for s in ("train", "val", "test"))
+
+
+def engine_of(cfg, task) -> str:
+    engine = cfg.get("engine", "tff")
+    if engine not in algorithms.ENGINES:
+        raise validate.UserError(f"engine={engine!r} is unknown; use tff or fast")
+    if engine == "fast" and not hasattr(task, "fast_model"):
+        raise validate.UserError(f"engine=fast: task {cfg.task.name!r} has no fast model yet; "
+                                 "use engine=tff")
+    return engine
 
 
 def model_size(task, info, all_global: bool = False) -> dict:
@@ -94,10 +117,12 @@ def run(cfg, run_dir: str) -> dict:
         print(f"note: {run_dir} already holds a completed run; nothing to do", file=sys.stderr)
         return previous
     task = tasks.get(cfg.task.name)(cfg.task, cfg.data_dir, cfg.seed)
+    engine = engine_of(cfg, task)
     data = task.load()
     validate.check_population(cfg, data)
-    tff_runtime.start()
-    algo = algorithms.get(cfg.algo.name)(task, data.info, cfg, run_dir=run_dir)
+    if engine == "tff":
+        tff_runtime.start()
+    algo = algorithms.get(cfg.algo.name, engine)(task, data.info, cfg, run_dir=run_dir)
     all_global = getattr(algo, "all_global", False)
     size = model_size(task, data.info, all_global)
 
@@ -123,7 +148,7 @@ def run(cfg, run_dir: str) -> dict:
     summary = {"task": cfg.task.name, "algo": cfg.algo.name, "seed": cfg.seed,
                "status": "failed", "final": {}, "wall_s": None,
                "global_params": size["global_params"], "local_params": size["local_params"],
-               "split_by": data.split_by,
+               "split_by": data.split_by, "engine": engine,
                "comm": {"bytes_down_per_client": size["bytes_down_per_client"],
                         "bytes_up_per_client": size["bytes_up_per_client"],
                         "total_bytes_down": 0, "total_bytes_up": 0},
@@ -132,15 +157,17 @@ def run(cfg, run_dir: str) -> dict:
                "round_reached": start - 1, "resumed_from_round": resumed, "run_dir": run_dir}
     if restored:
         summary["comm"] = meta["comm"]  # totals so far
-    train, val, test = (_Datasets(task, getattr(data, s)) for s in ("train", "val", "test"))
+    train, val, test = populations(engine, task, algo, data)
     proc = psutil.Process()  # resident memory per round: long TFF runs are known to leak
     names = task.metric_names
     seen = data.split_by == "example"
 
     def evaluate(r, split, datasets, clients):
-        """One row per evaluation mode; the algorithm's first mode is the split's headline."""
+        """One row per evaluation mode; the algorithm's first mode is the split's headline.
+        Seen users reconstruct (or fine-tune) on their own training data."""
         t = time.time()
-        res = algo.evaluate(state, datasets.all(), clients.ids, seen=seen)
+        recon_from = train.select([data.train.index_of(c) for c in clients.ids]) if seen else None
+        res = algo.evaluate(state, datasets.all(), clients.ids, seen=seen, recon_from=recon_from)
         modes = getattr(algo, "eval_modes", None)
         if not modes:
             return log.row(r, split, _clean(res, names), clients=len(clients), eval_s=time.time() - t)
@@ -155,7 +182,7 @@ def run(cfg, run_dir: str) -> dict:
         for r in bar:
             t = time.time()
             ids = rng.choice(len(data.train), size=cfg.clients_per_round, replace=False)
-            state, m = algo.next(state, [train[i] for i in ids], [data.train.ids[i] for i in ids])
+            state, m = algo.next(state, train.select(ids), [data.train.ids[i] for i in ids])
             down, up = (len(ids) * size[k] for k in ("bytes_down_per_client", "bytes_up_per_client"))
             rec = log.row(r, "train", _clean(m, names), clients=len(ids), round_s=time.time() - t,
                           rss_mb=round(proc.memory_info().rss / 2**20, 1),

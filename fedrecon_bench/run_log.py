@@ -51,7 +51,8 @@ class RunLog:
         c, lg = self.cfg, self.cfg.logger
         mode = os.environ.get("WANDB_MODE") or lg.mode  # the env var lets users opt in online
         tags = [c.task.name, c.algo.name, f"seed{c.seed}",
-                f"split_by={c.task.get('split_by', 'user')}", *(lg.get("tags") or [])]
+                f"split_by={c.task.get('split_by', 'user')}", f"engine={c.get('engine', 'tff')}",
+                *(lg.get("tags") or [])]
         return wandb.init(
             project=lg.project, entity=lg.get("entity"), mode=mode, dir=self.run_dir,
             group=lg.get("group") or f"{c.task.name}-{c.algo.name}",

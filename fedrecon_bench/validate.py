@@ -46,3 +46,10 @@ def check_population(cfg, data) -> None:
     for split in ("val", "test"):
         if len(getattr(data, split)) == 0:
             raise UserError(f"the {split} population is empty; use more users (task.max_users)")
+    if data.split_by == "example":  # seen users reconstruct from their training data
+        for split in ("val", "test"):
+            missing = [c for c in getattr(data, split).ids if data.train.index_of(c) is None]
+            if missing:
+                raise UserError(
+                    f"task.split_by=example: {len(missing)} {split} clients (e.g. {missing[0]!r}) have "
+                    "no training data; use task.split_by=user or give every client more examples")

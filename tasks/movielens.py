@@ -19,10 +19,12 @@ import urllib.error
 import urllib.request
 import zipfile
 
+import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 
 from fedrecon_bench.errors import UserError
+from fedrecon_bench.fast.model import FastModel, masked_mean
 from tasks.base import ClientSet, FederatedData, KerasParts, Task
 
 ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
@@ -359,6 +361,47 @@ class MovieLens(Task):
 
     def metrics_fn(self):
         return lambda: [RatingAccuracy(), RMSE()]
+
+    # --- the same model for engine=fast ---------------------------------------
+    def fast_model(self, info: dict) -> "MovieLensFast":
+        return MovieLensFast(self.cfg)
+
+
+class MovieLensFast(FastModel):
+    """keras_parts' model, loss and metrics in JAX (fedrecon_bench/fast/model.py).
+    The item tables are sparse: a client's batches look up a few of their rows."""
+
+    def __init__(self, c):
+        self.biases, self.l2, self.batch_size = bool(c.biases), float(c.l2), int(c.batch_size)
+        self.global_names = ("item_embedding",) + (("item_bias",) if self.biases else ())
+        self.local_names = ("user_embedding",) + (("user_bias",) if self.biases else ())
+        self.sparse = {n: "item" for n in self.global_names}
+
+    def inputs(self, ex):
+        return {"item": ex["item"].astype(np.int32), "rating": ex["rating"]}
+
+    def predict(self, p, batch, train=False, rng=None):
+        item, user = p["item_embedding"], p["user_embedding"]  # [bs, d] rows, [1, d]
+        pred = jnp.sum(user * item, axis=1)
+        terms = [user, item]
+        if self.biases:
+            pred = pred + p["item_bias"][:, 0] + p["user_bias"][0, 0]
+            terms += [p["item_bias"], p["user_bias"]]
+        penalty = self.l2 * sum(jnp.sum(jnp.square(t), axis=1) for t in terms) if self.l2 > 0 else 0.0
+        return pred, penalty
+
+    def loss(self, batch, pred):
+        rating, penalty = pred
+        return masked_mean(jnp.square(batch["rating"] - rating) + penalty, batch["mask"])
+
+    def stats(self, batch, pred):
+        err, m = batch["rating"] - pred[0], batch["mask"]
+        return {"hits": jnp.sum((jnp.abs(err) <= 0.5) * m), "sq_err": jnp.sum(jnp.square(err) * m),
+                "count": jnp.sum(m)}
+
+    def metrics(self, s):
+        n = max(float(s["count"]), 1.0)
+        return {"rating_accuracy": float(s["hits"]) / n, "rmse": math.sqrt(float(s["sq_err"]) / n)}
 
 
 class UserVector(tf.keras.layers.Layer):

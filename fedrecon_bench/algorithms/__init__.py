@@ -1,14 +1,19 @@
-"""Algorithm registry: one module per algorithm, named as in conf/algo/."""
+"""Algorithm registry: one module per algorithm and engine, named as in conf/algo/.
+
+engine=tff runs on TensorFlow Federated (the reference); engine=fast runs the same
+algorithm in JAX with all clients of a round at once (algorithms/fast/).
+"""
 import importlib
 
-_MODULES = {
-    "fedrecon": ("fedrecon_bench.algorithms.fedrecon", "FedRecon"),
-    "fedavg": ("fedrecon_bench.algorithms.fedavg", "FedAvg"),
-    "stateful_fedavg": ("fedrecon_bench.algorithms.stateful_fedavg", "StatefulFedAvg"),
-    "centralized": ("fedrecon_bench.algorithms.centralized", "Centralized"),
+NAMES = {
+    "fedrecon": "FedRecon",
+    "fedavg": "FedAvg",
+    "stateful_fedavg": "StatefulFedAvg",
+    "centralized": "Centralized",
 }
+ENGINES = ("tff", "fast")
 
 
-def get(name: str):
-    module, cls = _MODULES[name]
-    return getattr(importlib.import_module(module), cls)
+def get(name: str, engine: str = "tff"):
+    package = "fedrecon_bench.algorithms" + (".fast" if engine == "fast" else "")
+    return getattr(importlib.import_module(f"{package}.{name}"), NAMES[name])

@@ -7,8 +7,8 @@
             send w_t - w_i
         w_{t+1} <- ServerOpt(w_t, mean of the updates weighted by |D_i|)
     evaluation: the global model as is, on the same measuring half of each user's
-    data that FedRecon measures on (the odd batches of split/eval), so the two
-    are compared on identical examples.
+    data that FedRecon measures on (the odd batches of split/eval; all held-out
+    data for seen users), so the two are compared on identical examples.
 
 For matrix factorization the "user embedding" becomes one vector shared by all
 users. TFF's `build_weighted_fed_avg` and `build_fed_eval` do the work.
@@ -52,13 +52,15 @@ class FedAvg(TffProcess):
             self.finetune = FineTuneEvaluator(task, info, a.finetune, cfg.split.eval)
             self.eval_modes = ("finetune", "global")
 
-    def evaluate(self, state, client_datasets, client_ids=None, seen: bool = False) -> dict:
+    def evaluate(self, state, client_datasets, client_ids=None, seen: bool = False,
+                 recon_from=None) -> dict:
         eval_state = self.eval_process.set_model_weights(
             self._eval_state, self.process.get_model_weights(state))
-        measured = [self._measure_half(ds)[1] for ds in client_datasets]
+        measured = (client_datasets if recon_from is not None  # seen users: all held-out data
+                    else [self._measure_half(ds)[1] for ds in client_datasets])
         _, metrics = self.eval_process.next(eval_state, measured)
         plain = dict(metrics["client_work"]["eval"]["current_round_metrics"])
         if self.finetune is None:
             return plain
-        tuned = self.finetune.evaluate(self.global_weights(state).trainable, client_datasets)
+        tuned = self.finetune.evaluate(self.global_weights(state).trainable, client_datasets, recon_from)
         return {"finetune": tuned, "global": plain}

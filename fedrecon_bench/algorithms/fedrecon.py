@@ -8,7 +8,8 @@
             g_i <- g_t;  g_i <- g_i - eta_u * grad_g L(g_i, l_i; D_i^q)   (global update)
             send g_t - g_i   (local variables never leave the client)
         g_{t+1} <- ServerOpt(g_t, weighted mean of the updates)
-    evaluation: reconstruct l_i on D_i^s, measure on the disjoint D_i^q (split/eval).
+    evaluation: reconstruct l_i on D_i^s, measure on the disjoint D_i^q (split/eval);
+    seen users reconstruct on their training data and are measured on held-out data.
 
 The client and server steps are TFF's `build_fed_recon`; evaluation is
 `build_fed_recon_eval`. This file only wires the config into them.
@@ -17,8 +18,11 @@ from __future__ import annotations
 
 import tensorflow_federated as tff
 
+from omegaconf import OmegaConf
+
 from fedrecon_bench import optimizers, splits
 from fedrecon_bench.algorithms.base import TffProcess
+from fedrecon_bench.algorithms.finetune import FineTuneEvaluator
 
 
 class FedRecon(TffProcess):
@@ -45,12 +49,22 @@ class FedRecon(TffProcess):
             reconstruction_optimizer_fn=recon_opt,
             dataset_split_fn=splits.build(cfg.split.eval, "split.eval", evaluation=True))
         self._eval_state = self.eval_process.initialize()
+        self.cfg, self._seen_eval = cfg, None
 
-    def evaluate(self, state, client_datasets, client_ids=None, seen: bool = False) -> dict:
+    def evaluate(self, state, client_datasets, client_ids=None, seen: bool = False,
+                 recon_from=None) -> dict:
         # Seen or not, FedRecon reconstructs: it keeps no state for anyone.
-        return self.evaluate_weights(self.process.get_model_weights(state), client_datasets)
+        return self.evaluate_weights(self.process.get_model_weights(state), client_datasets, recon_from)
 
-    def evaluate_weights(self, global_weights, client_datasets) -> dict:
+    def evaluate_weights(self, global_weights, client_datasets, recon_from=None) -> dict:
+        if recon_from is not None:  # seen users: TFF's evaluation splits one dataset only
+            if self._seen_eval is None:  # built lazily, after every TFF trace (see stateful_fedavg)
+                self._seen_eval = FineTuneEvaluator(
+                    self.task, self.info, OmegaConf.create(
+                        {"variables": "local", "optimizer": self.cfg.algo.reconstruction_optimizer}),
+                    self.cfg.split.eval, key="algo.reconstruction")
+            return self._seen_eval.evaluate(global_weights.trainable, client_datasets, recon_from,
+                                            global_only=True)
         eval_state = self.eval_process.set_model_weights(self._eval_state, global_weights)
         _, metrics = self.eval_process.next(eval_state, client_datasets)
         return dict(metrics["client_work"]["eval"]["current_round_metrics"])

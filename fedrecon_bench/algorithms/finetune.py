@@ -2,7 +2,8 @@
 
     for each evaluation user i:
         w_i <- w (a copy of the global model)
-        D_i^s, D_i^q <- split(D_i)                          (split/eval: even / odd batches)
+        D_i^s, D_i^q <- split(D_i)                          (split/eval: even / odd batches;
+                                  seen users: D_i^s = their training data, D_i^q = held-out data)
         for step in finetune steps over D_i^s: v <- v - eta * grad_v L(w_i; b)
                                      for v in the chosen variables (all | local | global)
         measure w_i on D_i^q                                (never seen while fine-tuning)
@@ -21,9 +22,9 @@ VARIABLES = ("all", "local", "global")
 
 
 class FineTuneEvaluator:
-    def __init__(self, task, info: dict, ft, eval_split):
+    def __init__(self, task, info: dict, ft, eval_split, key: str = "algo.finetune"):
         if ft.variables not in VARIABLES:
-            raise UserError(f"algo.finetune.variables={ft.variables!r} is unknown; use one of "
+            raise UserError(f"{key}.variables={ft.variables!r} is unknown; use one of "
                             f"{', '.join(VARIABLES)}")
         self.task = task
         self.parts = task.keras_parts(info)  # build after any TFF tracing (see stateful_fedavg)
@@ -31,9 +32,13 @@ class FineTuneEvaluator:
                   "local": self.parts.local_layers, "global": self.parts.global_layers}[ft.variables]
         self.tuned = [w for l in layers for w in l.trainable_weights]
         self.all = self.parts.model.trainable_weights
-        self.opt = optimizers.build(ft.optimizer, "algo.finetune.optimizer")
+        self.gvars = [w for l in self.parts.global_layers for w in l.trainable_weights]
+        self.local_init = [w.numpy().copy() for l in self.parts.local_layers for w in l.trainable_weights]
+        self.opt = optimizers.build(ft.optimizer, f"{key}.optimizer")
         self._opt_init = self.opt.initialize([tf.TensorSpec(v.shape, v.dtype) for v in self.tuned])
         self.split = splits.build(eval_split, "split.eval", evaluation=True)
+        # Seen users tune on all batches of their training data (split/eval's epochs and cap).
+        self.seen_split = tff_split(eval_split)
         self.loss = task.loss_fn()()
         self.metrics = [*task.metrics_fn()(), tf.keras.metrics.Mean(name="loss")]
         self._tune = tf.function(self._tune_fn)
@@ -58,14 +63,35 @@ class FineTuneEvaluator:
                 m.update_state(batch["y"], pred)
             self.metrics[-1].update_state(self.loss(batch["y"], pred))
 
-    def evaluate(self, global_weights, client_datasets) -> dict:
-        """Global weights in `model.trainable_weights` order."""
+    def evaluate(self, weights, client_datasets, tune_datasets=None, global_only: bool = False) -> dict:
+        """`weights` in `model.trainable_weights` order, or (global_only) the global
+        layers' weights, local variables starting from their initializer (reconstruction)."""
         for m in self.metrics:
             m.reset_state()
-        for ds in client_datasets:
-            tune, measure = self.split(ds)
-            for v, w in zip(self.all, global_weights):
-                v.assign(w)
+        for i, ds in enumerate(client_datasets):
+            if tune_datasets is None:
+                tune, measure = self.split(ds)
+            else:
+                tune, measure = self.seen_split(tune_datasets[i])[0], ds
+            if global_only:
+                for v, w in zip(self.gvars + self.local_vars, list(weights) + self.local_init):
+                    v.assign(w)
+            else:
+                for v, w in zip(self.all, weights):
+                    v.assign(w)
             self._tune(tune)
             self._measure(measure)
         return {m.name: float(m.result()) for m in self.metrics}
+
+    @property
+    def local_vars(self):
+        return [w for l in self.parts.local_layers for w in l.trainable_weights]
+
+
+def tff_split(eval_split):
+    """The reconstruction part of split/eval over a whole dataset (no even/odd cut)."""
+    import tensorflow_federated as tff
+
+    return tff.learning.models.ReconstructionModel.build_dataset_split_fn(
+        recon_epochs=eval_split.recon_epochs, recon_steps_max=eval_split.recon_steps_max,
+        split_dataset=False)

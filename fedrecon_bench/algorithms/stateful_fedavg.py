@@ -112,9 +112,11 @@ class StatefulFedAvg:
         opt = tf.nest.map_structure(np.asarray, opt)
         return {"global": [np.asarray(x) for x in new], "opt": opt}, out
 
-    def evaluate(self, state, client_datasets, client_ids, seen: bool = False) -> dict:
-        """{'recon': ..., 'fresh': ...} for unseen users; seen users use their stored state."""
-        measured = [self._measure_half(ds)[1] for ds in client_datasets]
+    def evaluate(self, state, client_datasets, client_ids, seen: bool = False, recon_from=None) -> dict:
+        """{'recon': ..., 'fresh': ...} for unseen users; seen users use their stored state,
+        measured on all their held-out data."""
+        measured = (client_datasets if recon_from is not None
+                    else [self._measure_half(ds)[1] for ds in client_datasets])
         fresh = self._eval_metrics
         for m in fresh:
             m.reset_state()
@@ -123,7 +125,7 @@ class StatefulFedAvg:
             stored = self.store.get(cid) if seen else None
             self._set(self.lvars, stored or self.local_init)
             self._eval_client(ds, fresh)
-        recon = self.recon.evaluate_weights(self.global_weights(state), client_datasets)
+        recon = self.recon.evaluate_weights(self.global_weights(state), client_datasets, recon_from)
         label = "stored" if seen else "fresh"
         return {"recon": recon, label: {m.name: float(m.result()) for m in fresh}}
 

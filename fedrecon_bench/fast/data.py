@@ -1,0 +1,114 @@
+"""Client data for the fast engine: packed once into padded arrays, plus step schedules.
+
+A population's clients become arrays [clients, batches, batch_size, ...] with a
+`mask` of real examples, so a round is one array gather instead of building
+tf.data pipelines. A schedule says which batch each SGD step reads, per client:
+the same batches, in the same order, as TFF's dataset split function
+(`ReconstructionModel.build_dataset_split_fn`): even or odd batches (or all),
+repeated for some epochs, then capped at a number of steps.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+PAD_ROW = np.iinfo(np.int32).max  # row padding: gathers read 0, scatters drop it
+LOCAL = ":local"  # suffix of a sparse field re-indexed into the client's own rows
+
+
+class Population:
+    """One ClientSet, packed. `select(idx)` is what a round or evaluation receives."""
+
+    def __init__(self, model, clients):
+        self.model, self.ids = model, list(clients.ids)
+        bs = model.batch_size
+        per_client = [model.inputs(ex) for ex in clients.examples]
+        self.num_examples = np.array([len(next(iter(c.values()))) for c in per_client], np.int64)
+        self.num_batches = -(-self.num_examples // bs)
+        B = max(1, int(self.num_batches.max(initial=0)))
+        C = len(per_client)
+        self.fields = {}
+        for name in (per_client[0] if per_client else {}):
+            first = per_client[0][name]
+            arr = np.zeros((C, B * bs) + first.shape[1:], first.dtype)
+            for c, ex in enumerate(per_client):
+                arr[c, :len(ex[name])] = ex[name]
+            self.fields[name] = arr.reshape((C, B, bs) + first.shape[1:])
+        mask = np.arange(B * bs)[None, :] < self.num_examples[:, None]
+        self.fields["mask"] = mask.reshape(C, B, bs).astype(np.float32)
+        # Sparse tables: each client's distinct rows, and its ids re-indexed into them.
+        self.rows = {}
+        for field in sorted(set(model.sparse.values())):
+            uniq = [np.unique(ex[field]) for ex in per_client]
+            R = max(1, max((len(u) for u in uniq), default=1))
+            rows = np.full((C, R), PAD_ROW, np.int32)
+            local = np.zeros_like(self.fields[field], dtype=np.int32)
+            for c, u in enumerate(uniq):
+                rows[c, :len(u)] = u
+                n = int(self.num_examples[c])
+                flat = local[c].reshape(-1, *local.shape[3:])
+                flat[:n] = np.searchsorted(u, per_client[c][field])
+            self.rows[field] = rows
+            self.fields[field + LOCAL] = local
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def select(self, idx):
+        return Selection(self, np.asarray(idx, np.int64))
+
+    def all(self):
+        return self.select(np.arange(len(self)))
+
+    @functools.lru_cache(maxsize=16)
+    def _schedule(self, part: str, epochs: int, steps_max):
+        return schedule(self.num_batches, part, epochs, steps_max)
+
+
+class Selection:
+    """Some clients of a population: their arrays, rows and schedules, as numpy."""
+
+    def __init__(self, pop: Population, idx: np.ndarray):
+        self.pop, self.idx = pop, idx
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    @property
+    def data(self) -> dict:
+        return {k: v[self.idx] for k, v in self.pop.fields.items()}
+
+    @property
+    def rows(self) -> dict:
+        return {k: v[self.idx] for k, v in self.pop.rows.items()}
+
+    def schedule(self, part: str, epochs: int = 1, steps_max=None):
+        idx, valid = self.pop._schedule(part, epochs, steps_max)
+        return idx[self.idx], valid[self.idx]
+
+
+def schedule(num_batches: np.ndarray, part: str, epochs: int, steps_max) -> tuple[np.ndarray, np.ndarray]:
+    """Per client, the batch index of every step and whether the step exists.
+
+    part: "even" / "odd" (TFF's disjoint split) or "all"; the part's batches are
+    repeated `epochs` times, then cut at `steps_max` steps (None = no cap)."""
+    lists = []
+    for nb in num_batches:
+        b = {"even": range(0, nb, 2), "odd": range(1, nb, 2), "all": range(nb)}[part]
+        seq = list(b) * epochs
+        lists.append(seq[:steps_max] if steps_max is not None else seq)
+    S = max(1, max((len(s) for s in lists), default=1))
+    idx = np.zeros((len(lists), S), np.int32)
+    valid = np.zeros((len(lists), S), np.float32)
+    for c, s in enumerate(lists):
+        idx[c, :len(s)], valid[c, :len(s)] = s, 1.0
+    return idx, valid
+
+
+def split_parts(split):
+    """(reconstruction part, after-reconstruction part) schedules' arguments of a
+    split config (conf/split/*): disjoint = even / odd batches, reuse = all / all."""
+    first, second = ("even", "odd") if split.mode == "disjoint" else ("all", "all")
+    return ((first, split.recon_epochs, split.recon_steps_max),
+            (second, split.post_recon_epochs, split.post_recon_steps_max))
