@@ -2,7 +2,7 @@
 
     python -m analysis.table <run or sweep dirs...> [--metrics rating_accuracy,rmse]
         [--split test] [--select final|best-val] [--val-metric M] [--rows algo,split/train]
-        [--cols task] [--out DIR] [--decimals 3]
+        [--cols task] [--out DIR] [--decimals 3] [--tune KEY]
     python -m analysis.table --wandb ENTITY/PROJECT [...]
 
 Rows: algorithm (plus `eval_mode` / `split_by` where runs record one; `--rows` to choose,
@@ -10,6 +10,10 @@ any summary key, dotted config key or config group such as `split/train`). Colum
 task x metric. Cells: mean ± sample std (ddof=1) over seeds, with the number of runs n;
 the best mean per column in bold (lower is better for loss/rmse/error, higher otherwise).
 Only completed runs count; the others are listed under the table.
+--tune KEY (e.g. algo.client_optimizer.learning_rate, a swept hyperparameter): for each
+row (all eval modes of a training config together), keep only the runs with the KEY value
+whose mean final val metric (the headline mode's --val-metric) over seeds is best, and
+say which value was picked; test numbers are then those of the val-tuned setting.
 Writes <out>/table.md, table.tex (booktabs) and table.csv (one line per run and metric),
 and prints the Markdown. <out> defaults to the single dir given, else outputs/analysis.
 """
@@ -32,7 +36,7 @@ def _sort_key(v):
 
 class Table:
     def __init__(self, runs, metrics=None, split="test", select="final", val_metric=None,
-                 rows=None, cols=None, decimals=3):
+                 rows=None, cols=None, decimals=3, tune=None):
         if select not in ("final", "best-val"):
             raise UserError(f"--select {select!r}: use final or best-val")
         self.all_runs = runs
@@ -60,7 +64,31 @@ class Table:
                           if k not in self.row_keys}
         self.col_keys = cols or ["task"]
         self.notes: list[str] = []
+        self.tuned: dict = {}
+        if tune:
+            self._tune(tune)
         self._build()
+
+    def _tune(self, key: str):
+        """Keeps, per row (eval modes aside), the runs of the `key` value best on val."""
+        by_row = defaultdict(lambda: defaultdict(list))
+        row_of = lambda r: tuple(R.value(r, k) for k in self.row_keys + self.col_keys if k != "eval_mode")
+        for run in self.runs:
+            val = R.entries(run, "val")
+            v = R._num(val[0][1].get(self.val_metric)) if val else None
+            if v is not None:
+                by_row[row_of(run)][R.value(run, key)].append(v)
+        if not by_row:
+            raise UserError(f"--tune {key}: no final val {self.val_metric} in the runs")
+        sign = 1 if R.lower_is_better(self.val_metric) else -1
+        for row, cands in by_row.items():
+            best = min(cands, key=lambda c: sign * statistics.fmean(cands[c]))
+            self.tuned[row] = best
+            tried = ", ".join(f"{c}: {statistics.fmean(v):.4f}" for c, v in
+                              sorted(cands.items(), key=lambda t: _sort_key(t[0])))
+            self.notes.append(f"{' / '.join(map(str, row))}: {key}={best} picked by mean val "
+                              f"{self.val_metric} ({tried})")
+        self.runs = [r for r in self.runs if self.tuned.get(row_of(r), object()) == R.value(r, key)]
 
     # ------------------------------------------------------------------
     def _build(self):
@@ -239,12 +267,13 @@ def main(argv=None, api=None) -> int:
                                         "(default: the first accuracy-like metric)")
     p.add_argument("--cols", help="column keys besides the metric (default: task)")
     p.add_argument("--decimals", type=int, default=3)
+    p.add_argument("--tune", help="a swept config key; per row keep its value best on val")
     p.add_argument("--name", default="table", help="output file stem (default: table)")
     args = p.parse_args(argv)
     try:
         runs = load(args, api)
         t = Table(runs, R.parse_list(args.metrics), args.split, args.select, args.val_metric,
-                  R.parse_list(args.rows), R.parse_list(args.cols), args.decimals)
+                  R.parse_list(args.rows), R.parse_list(args.cols), args.decimals, args.tune)
         paths = t.write(args.out or (default_out(args.dirs) if args.dirs else "outputs/analysis"),
                         args.name)
     except UserError as e:

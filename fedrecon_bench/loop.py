@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
 import sys
 import time
 
@@ -218,5 +219,6 @@ def run(cfg, run_dir: str) -> dict:
         summary["final"] = {s: {k: v for k, v in rec.items() if k not in ("round", "split")}
                             for s, rec in log.last.items()}
         summary["wall_s"] = round(wall_before + time.time() - t0, 3)
+        summary["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         log.finish(summary)
     return summary

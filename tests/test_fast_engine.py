@@ -8,14 +8,15 @@ from conftest import compose
 RTOL, ATOL = 1e-5, 1e-6
 
 
-def _build(engine, algo, tiny_ratings, tmp_path, *overrides):
+def _build(engine, algo, task_args, tmp_path, *overrides):
     import tasks
     from fedrecon_bench import algorithms, loop
 
-    cfg = compose("+task=movielens", f"+algo={algo}", f"engine={engine}",
-                  f"task.ratings_file={tiny_ratings}", "task.embedding_dim=4", "task.batch_size=3",
-                  *overrides)
-    task = tasks.get("movielens")(cfg.task, "unused", 0)
+    if not isinstance(task_args, (list, tuple)):  # a ratings file: the tiny MovieLens fixture
+        task_args = ["+task=movielens", f"task.ratings_file={task_args}", "task.embedding_dim=4",
+                     "task.batch_size=3"]
+    cfg = compose(f"+algo={algo}", f"engine={engine}", *task_args, *overrides)
+    task = tasks.get(cfg.task.name)(cfg.task, cfg.data_dir, 0)
     data = task.load()
     a = algorithms.get(algo, engine)(task, data.info, cfg, run_dir=str(tmp_path / engine))
     return a, data, loop.populations(engine, task, a, data)
@@ -37,7 +38,7 @@ def _compare(algo, tiny_ratings, tmp_path, *overrides, rounds=2):
         np.testing.assert_array_equal(a, b)  # identical initial weights
     rng = np.random.default_rng(1)
     for r in range(rounds):
-        idx = rng.choice(len(data.train), size=6, replace=False)
+        idx = rng.choice(len(data.train), size=min(6, len(data.train)), replace=False)
         ids = [data.train.ids[i] for i in idx]
         out = {}
         for e, (a, _, pops) in runs.items():
@@ -94,3 +95,42 @@ def test_finetune_evaluation_engines_agree(tiny_ratings, tmp_path, overrides):
 def test_stateful_engines_agree(tiny_ratings, tmp_path, algo, split_by):
     ev = _compare(algo, tiny_ratings, tmp_path, f"task.split_by={split_by}", rounds=3)
     assert set(ev) == {"recon", "fresh" if split_by == "user" else "stored"}
+
+
+# --------------------------------------------------------------------------
+# The other tasks (tiny fixtures; dropout off: the frameworks' random streams differ)
+# --------------------------------------------------------------------------
+@pytest.fixture
+def emnist_args(tmp_path):
+    from test_emnist import fixture_shards, write_leaf
+
+    write_leaf(tmp_path / "leaf", fixture_shards())
+    return ["+task=emnist", f"data_dir={tmp_path / 'leaf'}", f"task.cache_dir={tmp_path / 'cache'}",
+            "task.dropout=false", "task.batch_size=2"]
+
+
+@pytest.fixture
+def nwp_args(tmp_path):
+    from test_nwp import _write_h5
+
+    train = {f"ROLE_{i}": [f"the king {'and ' * i}own{i} said" for _ in range(i + 2)] for i in range(10)}
+    test = {f"ROLE_{i}": [f"test{i} the king said", "a queen"] for i in range(10)}
+    _write_h5(tmp_path / "nwp" / "shakespeare" / "shakespeare_train.h5", train)
+    _write_h5(tmp_path / "nwp" / "shakespeare" / "shakespeare_test.h5", test)
+    return ["+task=nwp", f"data_dir={tmp_path / 'nwp'}", f"task.cache_dir={tmp_path / 'cache'}",
+            "task.vocab_size=4", "task.num_oov_buckets=2", "task.seq_len=4", "task.batch_size=2",
+            "task.embedding_dim=3", "task.lstm_units=4", "task.projection_dim=3"]
+
+
+@pytest.mark.parametrize("algo,overrides", [
+    ("fedrecon", ()), ("fedrecon", ("task.user_embedding=false",)), ("fedavg", ("algo.eval=finetune",)),
+    ("stateful_fedavg", ())])
+def test_emnist_engines_agree(emnist_args, tmp_path, algo, overrides):
+    _compare(algo, emnist_args, tmp_path, *overrides)
+
+
+@pytest.mark.parametrize("algo,overrides", [
+    ("fedrecon", ()), ("fedrecon", ("task.local_oov_output=true",)), ("fedavg", ("algo.eval=finetune",)),
+    ("stateful_fedavg", ())])
+def test_nwp_engines_agree(nwp_args, tmp_path, algo, overrides):
+    _compare(algo, nwp_args, tmp_path, *overrides)

@@ -71,13 +71,14 @@ def test_stateful_run_reports_fresh_and_reconstructed_evaluation(tiny_ratings, t
     assert s["comm"]["bytes_up_per_client"] == 25 * 50 * 4  # the user vectors never travel
 
 
-def test_stateful_resume_restores_the_client_store(tiny_ratings, tmp_path, monkeypatch):
-    from fedrecon_bench import loop
-    from fedrecon_bench.algorithms.stateful_fedavg import StatefulFedAvg
+@pytest.mark.parametrize("engine", ["tff", "fast"])
+def test_stateful_resume_restores_the_client_store(tiny_ratings, tmp_path, monkeypatch, engine):
+    from fedrecon_bench import algorithms, loop
 
+    StatefulFedAvg = algorithms.get("stateful_fedavg", engine)
     args = ("+task=movielens", "+algo=stateful_fedavg", f"task.ratings_file={tiny_ratings}",
             "rounds=6", "clients_per_round=8", "eval_every=3", "checkpoint_every=2",
-            "logger=none", "algo.store=disk")
+            "logger=none", "algo.store=disk", f"engine={engine}")
     loop.run(compose(*args), str(tmp_path / "full"))
     calls, real_next = {"n": 0}, StatefulFedAvg.next
 
