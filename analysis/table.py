@@ -13,7 +13,8 @@ Only completed runs count; the others are listed under the table.
 --tune KEY (e.g. algo.client_optimizer.learning_rate, a swept hyperparameter): for each
 row (all eval modes of a training config together), keep only the runs with the KEY value
 whose mean final val metric (the headline mode's --val-metric) over seeds is best, and
-say which value was picked; test numbers are then those of the val-tuned setting.
+say which value was picked; values with a diverged or failed run are not candidates.
+Test numbers are then those of the val-tuned setting.
 Writes <out>/table.md, table.tex (booktabs) and table.csv (one line per run and metric),
 and prints the Markdown. <out> defaults to the single dir given, else outputs/analysis.
 """
@@ -73,7 +74,11 @@ class Table:
         """Keeps, per row (eval modes aside), the runs of the `key` value best on val."""
         by_row = defaultdict(lambda: defaultdict(list))
         row_of = lambda r: tuple(R.value(r, k) for k in self.row_keys + self.col_keys if k != "eval_mode")
+        # A value some of whose runs diverged or failed is not a usable setting.
+        unstable = {(row_of(r), R.value(r, key)) for r in self.excluded}
         for run in self.runs:
+            if (row_of(run), R.value(run, key)) in unstable:
+                continue
             val = R.entries(run, "val")
             v = R._num(val[0][1].get(self.val_metric)) if val else None
             if v is not None:
@@ -86,8 +91,10 @@ class Table:
             self.tuned[row] = best
             tried = ", ".join(f"{c}: {statistics.fmean(v):.4f}" for c, v in
                               sorted(cands.items(), key=lambda t: _sort_key(t[0])))
+            dropped = sorted({v for r, v in unstable if r == row}, key=_sort_key)
             self.notes.append(f"{' / '.join(map(str, row))}: {key}={best} picked by mean val "
-                              f"{self.val_metric} ({tried})")
+                              f"{self.val_metric} ({tried})"
+                              + (f"; not stable on every seed: {', '.join(map(str, dropped))}" if dropped else ""))
         self.runs = [r for r in self.runs if self.tuned.get(row_of(r), object()) == R.value(r, key)]
 
     # ------------------------------------------------------------------

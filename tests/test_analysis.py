@@ -245,3 +245,25 @@ def test_plot_errors(tmp_path, capsys):
              rows=[{"round": 1, "split": "train", "accuracy": 0.4}])
     assert plot_mod.main([str(tmp_path / "s"), "--out", str(tmp_path / "o")]) == 2
     assert "no 'val' rows with 'accuracy'" in capsys.readouterr().err
+
+
+def test_tune_keeps_per_algorithm_the_learning_rate_best_on_val_and_stable(tmp_path):
+    """Per algorithm: lr 0.1 is best on val for "a" (test numbers then come from 0.1), and
+    lr 0.5 would be best for "b" but diverged on one seed, so 0.2 is picked."""
+    root = tmp_path / "grid"
+    grid = {("a", 0.1): (0.60, 0.30), ("a", 0.5): (0.50, 0.90),
+            ("b", 0.2): (0.40, 0.20), ("b", 0.5): (0.70, 0.10)}  # (val acc, test acc)
+    for (algo, lr), (val, test) in grid.items():
+        for seed in (0, 1):
+            cfg = {"seed": seed, "task": {"name": "movielens"},
+                   "algo": {"name": algo, "client_optimizer": {"learning_rate": lr}}}
+            make_run(root, f"{algo}-{lr}-{seed}", algo=algo, seed=seed, config=cfg,
+                     final={"val": {"accuracy": val + seed / 100}, "test": {"accuracy": test + seed / 100}})
+    make_run(root, "b-0.5-2", algo="b", seed=2, status="diverged", final={},
+             config={"seed": 2, "task": {"name": "movielens"},
+                     "algo": {"name": "b", "client_optimizer": {"learning_rate": 0.5}}})
+    t = table_mod.Table(R.load_runs([str(root)]), tune="algo.client_optimizer.learning_rate")
+    assert t.tuned == {("a", "movielens"): 0.1, ("b", "movielens"): 0.2}
+    cells = _cells(t.markdown())
+    assert cells["a"][0].startswith("**0.305 ± 0.007**") and cells["b"][0].startswith("0.205 ± 0.007")
+    assert any("not stable on every seed: 0.5" in n for n in t.notes)

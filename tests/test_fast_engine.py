@@ -134,3 +134,20 @@ def test_emnist_engines_agree(emnist_args, tmp_path, algo, overrides):
     ("stateful_fedavg", ())])
 def test_nwp_engines_agree(nwp_args, tmp_path, algo, overrides):
     _compare(algo, nwp_args, tmp_path, *overrides)
+
+
+def test_tutorial_preset_ends_within_half_a_point_on_both_engines(shared_data, tmp_path):
+    """The real 20-round tutorial run (2,000 users, 50 clients/round) on each engine."""
+    from fedrecon_bench import loop
+
+    final = {}
+    for engine in ("tff", "fast"):
+        cfg = compose("experiment=movielens_tutorial", f"engine={engine}", f"data_dir={shared_data}",
+                      "logger=none", "checkpoint_every=0")
+        s = loop.run(cfg, str(tmp_path / engine))
+        assert s["status"] == "completed" and s["engine"] == engine
+        final[engine] = s["final"]
+    for split in ("val", "test"):
+        a, b = (final[e][split]["rating_accuracy"] for e in ("tff", "fast"))
+        assert abs(a - b) <= 0.005, (split, a, b)
+        assert a > 0.25  # a trained model, not two equal failures

@@ -35,15 +35,17 @@ class Client:
         fields = self._fields(params, local)
         return {n: (p[batch[fields[n]]] if n in fields else p) for n, p in params.items()}
 
-    def _tally(self, batch, pred, loss, v):
+    def _tally(self, batch, pred, loss, v, stats: bool = True):
         """Metric sums of one step (v = 0 for steps a client does not have)."""
         n = jnp.sum(batch["mask"])
-        s = {k: v * x for k, x in self.m.stats(batch, pred).items()}
+        s = {k: v * x for k, x in self.m.stats(batch, pred).items()} if stats else {}
         return {"stats": s, "loss_sum": v * loss, "batches": v, "loss_x_sum": v * loss * n,
                 "examples": v * n}
 
-    def train(self, trainable: dict, frozen: dict, opt, data: dict, idx, valid, rng, local: bool):
-        """SGD steps on `trainable`; returns (trainable, tally)."""
+    def train(self, trainable: dict, frozen: dict, opt, data: dict, idx, valid, rng, local: bool,
+              stats: bool = True):
+        """SGD steps on `trainable`; returns (trainable, tally). stats=False: no metrics
+        (reconstruction reports none), which saves their cost."""
         sparse = self._fields(trainable, local)
 
         def step(carry, xs):
@@ -71,13 +73,13 @@ class Client:
                 new_state, new = opt.next(ostate, tr, grads)
                 keep = lambda a, b: jnp.where(v > 0, a, b)
                 new, ostate = jax.tree_util.tree_map(keep, (new, new_state), (tr, ostate))
-            tally = jax.tree_util.tree_map(jnp.add, tally, self._tally(batch, pred, loss, v))
+            tally = jax.tree_util.tree_map(jnp.add, tally, self._tally(batch, pred, loss, v, stats))
             return (new, ostate, tally), None
 
         keys = jax.random.split(rng, idx.shape[0])
         b0 = {k: a[0] for k, a in data.items()}
         shapes = jax.eval_shape(lambda: self._tally(b0, self.m.predict(
-            self._gather({**frozen, **trainable}, b0, local), b0, False, None), 0.0, 0.0))
+            self._gather({**frozen, **trainable}, b0, local), b0, False, None), 0.0, 0.0, stats))
         zero = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
         (tr, _, tally), _ = jax.lax.scan(step, (trainable, opt.init(trainable), zero), (idx, valid, keys))
         return tr, tally

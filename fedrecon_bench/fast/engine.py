@@ -43,6 +43,20 @@ class FastAlgorithm:
         return {n: fc.view(p, rows[self.m.sparse[n]]) if n in self.m.sparse else p
                 for n, p in params.items()}
 
+    def map_clients(self, fn, in_axes, *args):
+        """fn over the clients of a round: vmap (all at once), or one after another
+        (lax.map) for models whose per-client weights make batched kernels slow on CPU
+        (a convolution with a different kernel per client: `FastModel.vmap_clients`)."""
+        if getattr(self.m, "vmap_clients", True):
+            return jax.vmap(fn, in_axes=in_axes)(*args)
+        per_client = tuple(a for a, ax in zip(args, in_axes) if ax is not None)
+
+        def one(xs):
+            it = iter(xs)
+            return fn(*[next(it) if ax is not None else a for a, ax in zip(args, in_axes)])
+
+        return jax.lax.map(one, per_client)
+
     def round_keys(self, state, n: int):
         return jax.random.split(jax.random.fold_in(self.key, state["round"]), n)
 

@@ -59,8 +59,8 @@ class FedAvg(FastAlgorithm):
 
     def _round_fn(self, state, data, rows, steps, keys):
         w = state["global"]
-        deltas, weights, tally = jax.vmap(self._client, in_axes=(None, 0, 0, 0, 0))(
-            w, data, rows, steps, keys)
+        deltas, weights, tally = self.map_clients(self._client, (None, 0, 0, 0, 0),
+                                                  w, data, rows, steps, keys)
         return self.server_step(state, w, deltas, weights, rows), fc.combine(tally)
 
     def next(self, state, clients, client_ids=None):
@@ -80,10 +80,10 @@ class FedAvg(FastAlgorithm):
             w_i = self.views(w, rows) if local else w
             tuned = {n: w_i[n] for n in self.finetune}
             fixed = {n: p for n, p in w_i.items() if n not in self.finetune}
-            tuned, _ = self.client.train(tuned, fixed, self.ft_opt, rdata, *recon, key, local)
+            tuned, _ = self.client.train(tuned, fixed, self.ft_opt, rdata, *recon, key, local, stats=False)
             return self.client.measure({**fixed, **tuned}, mdata, *measured, local)
 
-        tally = jax.vmap(one)(rdata, rows, recon, mdata, measured, keys)
+        tally = self.map_clients(one, (0,) * 6, rdata, rows, recon, mdata, measured, keys)
         return fc.combine(fc.masked(tally, live))
 
     def evaluate(self, state, clients, client_ids=None, seen: bool = False, recon_from=None) -> dict:

@@ -33,7 +33,7 @@ class FedRecon(FastAlgorithm):
     def reconstruct(self, g, data, idx, valid, key, local: bool):
         if not self.l0:  # nothing local: nothing to reconstruct
             return {}
-        l, _ = self.client.train(self.l0, g, self.recon_opt, data, idx, valid, key, local)
+        l, _ = self.client.train(self.l0, g, self.recon_opt, data, idx, valid, key, local, stats=False)
         return l
 
     def _client(self, g, data, rows, recon, post, key):
@@ -48,8 +48,8 @@ class FedRecon(FastAlgorithm):
 
     def _round_fn(self, state, data, rows, recon, post, keys):
         g = state["global"]
-        deltas, weights, tally = jax.vmap(self._client, in_axes=(None, 0, 0, 0, 0, 0))(
-            g, data, rows, recon, post, keys)
+        deltas, weights, tally = self.map_clients(self._client, (None, 0, 0, 0, 0, 0),
+                                                  g, data, rows, recon, post, keys)
         return self.server_step(state, g, deltas, weights, rows), fc.combine(tally)
 
     def next(self, state, clients, client_ids=None):

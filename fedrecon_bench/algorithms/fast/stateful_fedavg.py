@@ -41,8 +41,8 @@ class StatefulFedAvg(FedRecon):  # FedRecon for the reconstruction evaluation
 
     def _stateful_round_fn(self, state, local, data, rows, steps, keys):
         g = state["global"]
-        deltas, weights, local, tally = jax.vmap(self._stateful_client, in_axes=(None, 0, 0, 0, 0, 0))(
-            g, local, data, rows, steps, keys)
+        deltas, weights, local, tally = self.map_clients(
+            self._stateful_client, (None, 0, 0, 0, 0, 0), g, local, data, rows, steps, keys)
         return self.server_step(state, g, deltas, weights, rows), local, fc.combine(tally)
 
     def stored(self, client_ids, use_store: bool = True) -> dict:
