@@ -61,7 +61,9 @@ def test_checkpoint_roundtrip_restores_state_exactly(tiny_ratings, tmp_path):
 def test_sigkill_then_rerun_matches_an_uninterrupted_run(tiny_ratings, tmp_path):
     args = ["+task=movielens", "+algo=fedrecon", f"task.ratings_file={tiny_ratings}",
             "rounds=15", "clients_per_round=4", "eval_every=5", "checkpoint_every=3",
-            "seed=5"]  # with wandb: the resumed run must continue the same wandb run id
+            "seed=5", "engine=tff"]  # with wandb: the resumed run must continue the same wandb run id
+    # engine=tff: slow enough to be killed mid-run, and its worker process must die too; the
+    # fast engine's resume is checked without a race in test_stateful.py (both engines).
     full, killed = tmp_path / "full", tmp_path / "killed"
     p = _cli(args + [f"hydra.run.dir={killed}"], start_new_session=True)
     ckpt_dir = killed / "checkpoints"
