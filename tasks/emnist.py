@@ -484,6 +484,10 @@ class EMNIST(Task):
 
     # --- the same model for engine=fast ---------------------------------------
     def fast_model(self, info: dict) -> "EmnistFast":
+        if "cpu" in {d.platform for d in jax.devices()}:
+            log.warning("emnist: engine=fast computes what engine=tff does but is far slower on "
+                        "CPU (XLA convolutions inside compiled loops; README 'Engines'); "
+                        "engine=tff is this task's default")
         return EmnistFast(self.cfg, self.num_classes)
 
 
