@@ -79,8 +79,8 @@ class Table:
         for run in self.runs:
             if (row_of(run), R.value(run, key)) in unstable:
                 continue
-            val = R.entries(run, "val")
-            v = R._num(val[0][1].get(self.val_metric)) if val else None
+            val = R.entries(run, "val")  # the headline mode's final val record first
+            v = R.select(run, "val", self.val_metric, "final", None, val[0][0]) if val else None
             if v is not None:
                 by_row[row_of(run)][R.value(run, key)].append(v)
         if not by_row:
@@ -154,6 +154,14 @@ class Table:
     def columns(self):
         return [(col, m) for col in self.col_vals for m in self.metrics]
 
+    def _cells(self, row, fmt, missing: str) -> list[str]:
+        """One formatted cell per column: fmt(mean, std, n, is_best), or `missing`."""
+        out = []
+        for col, m in self.columns():
+            s = self.stats.get((row, col, m))
+            out.append(missing if s is None else fmt(*s, self._is_best(row, col, m)))
+        return out
+
     def _is_best(self, row, col, m) -> bool:
         s = self.stats.get((row, col, m))
         return s is not None and round(s[0], self.decimals) == self.best.get((col, m))
@@ -178,18 +186,12 @@ class Table:
                                    for c, m in self.columns()]
         lines = ["| " + " | ".join(head) + " |",
                  "|" + "|".join([":--"] * len(self.row_keys) + ["--:"] * len(self.columns())) + "|"]
+        def cell(mean, std, n, best):
+            txt = self._fmt(mean) + ("" if std is None else f" ± {self._fmt(std)}")
+            return f"{f'**{txt}**' if best else txt} (n={n})"
+
         for row in self.row_vals:
-            cells = ["–" if v is None else str(v) for v in row]
-            for col, m in self.columns():
-                s = self.stats.get((row, col, m))
-                if s is None:
-                    cells.append("–")
-                    continue
-                mean, std, n = s
-                txt = self._fmt(mean) + ("" if std is None else f" ± {self._fmt(std)}")
-                if self._is_best(row, col, m):
-                    txt = f"**{txt}**"
-                cells.append(f"{txt} (n={n})")
+            cells = ["–" if v is None else str(v) for v in row] + self._cells(row, cell, "–")
             lines.append("| " + " | ".join(cells) + " |")
         out = "\n".join(lines) + f"\n\n{self.caption()}.\n"
         if self.notes:
@@ -211,17 +213,13 @@ class Table:
         lines.append(" & ".join([esc(k) for k in self.row_keys] +
                                 [f"{esc(m)} {arrow(m)}" for _, m in self.columns()]) + r" \\")
         lines.append(r"\midrule")
+        def cell(mean, std, n, best):
+            body = self._fmt(mean) + ("" if std is None else rf" \pm {self._fmt(std)}")
+            body = rf"\mathbf{{{body}}}" if best else body
+            return f"${body}$ {{\\scriptsize $n{{=}}{n}$}}"
+
         for row in self.row_vals:
-            cells = ["--" if v is None else esc(v) for v in row]
-            for col, m in self.columns():
-                s = self.stats.get((row, col, m))
-                if s is None:
-                    cells.append("--")
-                    continue
-                mean, std, n = s
-                body = self._fmt(mean) + ("" if std is None else rf" \pm {self._fmt(std)}")
-                body = rf"\mathbf{{{body}}}" if self._is_best(row, col, m) else body
-                cells.append(f"${body}$ {{\\scriptsize $n{{=}}{n}$}}")
+            cells = ["--" if v is None else esc(v) for v in row] + self._cells(row, cell, "--")
             lines.append(" & ".join(cells) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}", f"% {self.caption()}"]
         return "\n".join(lines) + "\n"

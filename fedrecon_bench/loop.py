@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 import tasks
 from fedrecon_bench import algorithms, checkpoint, tff_runtime, validate
+from fedrecon_bench.errors import UserError
 from fedrecon_bench.run_log import RunLog
 
 
@@ -53,9 +54,9 @@ def populations(engine: str, task, algo, data):
 def engine_of(cfg, task) -> str:
     engine = cfg.get("engine", "tff")
     if engine not in algorithms.ENGINES:
-        raise validate.UserError(f"engine={engine!r} is unknown; use tff or fast")
+        raise UserError(f"engine={engine!r} is unknown; use tff or fast")
     if engine == "fast" and not hasattr(task, "fast_model"):
-        raise validate.UserError(f"engine=fast: task {cfg.task.name!r} has no fast model yet; "
+        raise UserError(f"engine=fast: task {cfg.task.name!r} has no fast model yet; "
                                  "use engine=tff")
     return engine
 
@@ -162,13 +163,16 @@ def run(cfg, run_dir: str) -> dict:
     proc = psutil.Process()  # resident memory per round: long TFF runs are known to leak
     names = task.metric_names
     seen = data.split_by == "example"
+    # Evaluated clients, selected once: all of val/test, and for seen users their own training data.
+    everyone = {"val": val.all(), "test": test.all()}
+    own_train = {s: train.select([data.train.index_of(c) for c in getattr(data, s).ids]) if seen else None
+                 for s in ("val", "test")}
 
-    def evaluate(r, split, datasets, clients):
+    def evaluate(r, split, clients):
         """One row per evaluation mode; the algorithm's first mode is the split's headline.
         Seen users reconstruct (or fine-tune) on their own training data."""
         t = time.time()
-        recon_from = train.select([data.train.index_of(c) for c in clients.ids]) if seen else None
-        res = algo.evaluate(state, datasets.all(), clients.ids, seen=seen, recon_from=recon_from)
+        res = algo.evaluate(state, everyone[split], clients.ids, seen=seen, recon_from=own_train[split])
         modes = getattr(algo, "eval_modes", None)
         if not modes:
             return log.row(r, split, _clean(res, names), clients=len(clients), eval_s=time.time() - t)
@@ -198,7 +202,7 @@ def run(cfg, run_dir: str) -> dict:
                                error=f"non-finite training loss ({rec['loss']}) at round {r}")
                 break
             if r % cfg.eval_every == 0 or r == cfg.rounds:
-                evaluate(r, "val", val, data.val)
+                evaluate(r, "val", data.val)
             if cfg.checkpoint_every and r % cfg.checkpoint_every == 0 and r < cfg.rounds:
                 if hasattr(algo, "store"):  # before the state: a checkpoint never points ahead of it
                     algo.store.snapshot(checkpoint.store_dir(run_dir, r))
@@ -208,7 +212,7 @@ def run(cfg, run_dir: str) -> dict:
                     "wall_s": wall_before + time.time() - t0})
         bar.close()
         if summary["status"] != "diverged":
-            evaluate(cfg.rounds, "test", test, data.test)
+            evaluate(cfg.rounds, "test", data.test)
             save_global_weights(os.path.join(run_dir, "global_weights.npz"), task, data.info,
                                 algo.global_weights(state).trainable, all_global)
             summary["status"] = "completed"

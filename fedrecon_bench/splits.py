@@ -30,8 +30,10 @@ def check(split, key: str, evaluation: bool) -> None:
             raise UserError(f"{key}.{name}={v!r} must be null (no cap) or an integer >= 1")
 
 
-def build(split, key: str, evaluation: bool = False):
-    """A TFF `ReconstructionDatasetSplitFn` for this config."""
+def build(split, key: str, evaluation: bool = False, split_dataset: bool | None = None):
+    """A TFF `ReconstructionDatasetSplitFn` for this config. split_dataset=False uses
+    the whole dataset for both parts whatever the mode (seen users reconstruct on all
+    of their training data)."""
     import tensorflow_federated as tff
 
     check(split, key, evaluation)
@@ -40,5 +42,5 @@ def build(split, key: str, evaluation: bool = False):
         recon_steps_max=split.recon_steps_max,
         post_recon_epochs=split.post_recon_epochs,
         post_recon_steps_max=split.post_recon_steps_max,
-        split_dataset=split.mode == "disjoint",
+        split_dataset=split.mode == "disjoint" if split_dataset is None else split_dataset,
     )

@@ -33,12 +33,13 @@ class FineTuneEvaluator:
         self.tuned = [w for l in layers for w in l.trainable_weights]
         self.all = self.parts.model.trainable_weights
         self.gvars = [w for l in self.parts.global_layers for w in l.trainable_weights]
-        self.local_init = [w.numpy().copy() for l in self.parts.local_layers for w in l.trainable_weights]
+        self.lvars = [w for l in self.parts.local_layers for w in l.trainable_weights]
+        self.local_init = [w.numpy().copy() for w in self.lvars]  # seeded: reconstruction starts here
         self.opt = optimizers.build(ft.optimizer, f"{key}.optimizer")
         self._opt_init = self.opt.initialize([tf.TensorSpec(v.shape, v.dtype) for v in self.tuned])
         self.split = splits.build(eval_split, "split.eval", evaluation=True)
         # Seen users tune on all batches of their training data (split/eval's epochs and cap).
-        self.seen_split = tff_split(eval_split)
+        self.seen_split = splits.build(eval_split, "split.eval", evaluation=True, split_dataset=False)
         self.loss = task.loss_fn()()
         self.metrics = [*task.metrics_fn()(), tf.keras.metrics.Mean(name="loss")]
         self._tune = tf.function(self._tune_fn)
@@ -74,7 +75,7 @@ class FineTuneEvaluator:
             else:
                 tune, measure = self.seen_split(tune_datasets[i])[0], ds
             if global_only:
-                for v, w in zip(self.gvars + self.local_vars, list(weights) + self.local_init):
+                for v, w in zip(self.gvars + self.lvars, list(weights) + self.local_init):
                     v.assign(w)
             else:
                 for v, w in zip(self.all, weights):
@@ -82,16 +83,3 @@ class FineTuneEvaluator:
             self._tune(tune)
             self._measure(measure)
         return {m.name: float(m.result()) for m in self.metrics}
-
-    @property
-    def local_vars(self):
-        return [w for l in self.parts.local_layers for w in l.trainable_weights]
-
-
-def tff_split(eval_split):
-    """The reconstruction part of split/eval over a whole dataset (no even/odd cut)."""
-    import tensorflow_federated as tff
-
-    return tff.learning.models.ReconstructionModel.build_dataset_split_fn(
-        recon_epochs=eval_split.recon_epochs, recon_steps_max=eval_split.recon_steps_max,
-        split_dataset=False)

@@ -94,8 +94,12 @@ class Client:
         return combine(jax.lax.map(lambda iv: one(*iv), (idx, valid)))
 
 
-def finite(tree) -> jnp.ndarray:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+def update(before: dict, after: dict, examples):
+    """A client's update `before - after` and its weight, as TFF sends them: both zeroed
+    when any value is not finite (so one diverged client cannot poison the mean)."""
+    delta = {n: before[n] - after[n] for n in before}
+    ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(d)) for d in delta.values()]))
+    return {n: jnp.where(ok, d, 0.0) for n, d in delta.items()}, jnp.where(ok, examples, 0.0)
 
 
 def aggregate(params: dict, deltas: dict, weights, rows: dict, sparse: dict) -> dict:
@@ -114,9 +118,9 @@ def aggregate(params: dict, deltas: dict, weights, rows: dict, sparse: dict) -> 
     return out
 
 
-def masked(tally, live):
-    """Per-client tallies times `live` (0 for the padding clients of a chunk)."""
-    return jax.tree_util.tree_map(lambda x: x * live.reshape((-1,) + (1,) * (x.ndim - 1)), tally)
+def summed(tally, live):
+    """Per-client tallies summed over clients, `live` (0 for a chunk's padding clients) weighting each."""
+    return combine(jax.tree_util.tree_map(lambda x: x * live.reshape((-1,) + (1,) * (x.ndim - 1)), tally))
 
 
 def combine(tally) -> dict:

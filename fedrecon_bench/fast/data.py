@@ -75,11 +75,11 @@ class Selection:
     def __len__(self) -> int:
         return len(self.idx)
 
-    @property
-    def data(self) -> dict:
+    @functools.cached_property
+    def data(self) -> dict:  # gathered once: an evaluation reads it for two schedules
         return {k: v[self.idx] for k, v in self.pop.fields.items()}
 
-    @property
+    @functools.cached_property
     def rows(self) -> dict:
         return {k: v[self.idx] for k, v in self.pop.rows.items()}
 

@@ -36,6 +36,7 @@ class FastAlgorithm:
         self.train_parts, self.eval_parts = split_parts(cfg.split.train), split_parts(cfg.split.eval)
         self.key = jax.random.PRNGKey(cfg.seed)  # dropout only; sampling and init are the loop's and Keras'
         self.chunk = int(getattr(self.m, "eval_chunk", 1024))
+        self._measure = jax.jit(self._measure_fn)
 
     # --- helpers ---------------------------------------------------------------
     def views(self, params: dict, rows: dict) -> dict:
@@ -93,6 +94,17 @@ class FastAlgorithm:
             return clients.data, clients.schedule(rp, re, rs), clients.data, clients.schedule("odd")
         return (recon_from.data, recon_from.schedule("all", re, rs), clients.data,
                 clients.schedule("all"))
+
+    def _measure_fn(self, params, local, data, measured, live):
+        tally = jax.vmap(lambda l, d, s: self.client.measure({**params, **l}, d, *s, local=False))(
+            local, data, measured)
+        return fc.summed(tally, live)
+
+    def measure(self, params: dict, data: dict, measured, local: dict | None = None):
+        """Summed metric states of each client's model as is (training=False): the shared
+        `params` plus the client's own `local` variables (stacked per client), if any."""
+        return self.chunked(lambda *a: self._measure(params, *a), len(measured[0]),
+                            local or {}, data, measured)
 
     def chunked(self, fn, n: int, *arrays):
         """Sums fn's tallies over clients, `self.chunk` clients per call (fixed shapes:

@@ -15,7 +15,6 @@ Equal to TFF's build_weighted_fed_avg / build_fed_eval (tests/test_fast_engine.p
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from fedrecon_bench.algorithms.finetune import VARIABLES
 from fedrecon_bench.errors import UserError
@@ -46,16 +45,12 @@ class FedAvg(FastAlgorithm):
             self.ft_opt = optim.build(ft.optimizer, "algo.finetune.optimizer")
             self.eval_modes = ("finetune", "global")
         self._round = jax.jit(self._round_fn)
-        self._measure = jax.jit(self._measure_fn)
         self._tuned = jax.jit(self._tuned_fn, static_argnames="local")
 
     def _client(self, w, data, rows, steps, key):
         w_i = self.views(w, rows)
         w_new, tally = self.client.train(w_i, {}, self.client_opt, data, *steps, key, local=True)
-        delta = {n: w_i[n] - w_new[n] for n in w_i}
-        ok = fc.finite(delta)
-        delta = {n: jnp.where(ok, d, 0.0) for n, d in delta.items()}
-        return delta, jnp.where(ok, tally["examples"], 0.0), tally
+        return (*fc.update(w_i, w_new, tally["examples"]), tally)
 
     def _round_fn(self, state, data, rows, steps, keys):
         w = state["global"]
@@ -69,10 +64,6 @@ class FedAvg(FastAlgorithm):
         return state, fc.finalize(self.m, tally, loss="example", counts=True)
 
     # --- evaluation ----------------------------------------------------------
-    def _measure_fn(self, w, data, measured, live):
-        tally = jax.vmap(lambda d, s: self.client.measure(w, d, *s, local=False))(data, measured)
-        return fc.combine(fc.masked(tally, live))
-
     def _tuned_fn(self, w, rdata, rows, recon, mdata, measured, keys, live, local: bool):
         """Fine-tuning: a copy of the chosen variables trained on the tuning part,
         then measured on the disjoint measured part (never seen while tuning)."""
@@ -84,13 +75,12 @@ class FedAvg(FastAlgorithm):
             return self.client.measure({**fixed, **tuned}, mdata, *measured, local)
 
         tally = self.map_clients(one, (0,) * 6, rdata, rows, recon, mdata, measured, keys)
-        return fc.combine(fc.masked(tally, live))
+        return fc.summed(tally, live)
 
     def evaluate(self, state, clients, client_ids=None, seen: bool = False, recon_from=None) -> dict:
         w = state["global"]
         rdata, recon, mdata, measured = self.eval_schedules(clients, seen, recon_from)
-        plain = fc.finalize(self.m, self.chunked(lambda *a: self._measure(w, *a), len(clients),
-                                                 mdata, measured), loss="example", counts=True)
+        plain = fc.finalize(self.m, self.measure(w, mdata, measured), loss="example", counts=True)
         if self.finetune is None:
             return plain
         # Unseen users tune and measure within one client's rows (views); a seen user

@@ -16,7 +16,6 @@ Equal to TFF's build_fed_recon / build_fed_recon_eval (tests/test_fast_engine.py
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from fedrecon_bench.fast import client as fc
 from fedrecon_bench.fast.engine import FastAlgorithm
@@ -41,10 +40,7 @@ class FedRecon(FastAlgorithm):
         g_i = self.views(g, rows)
         l_i = self.reconstruct(g_i, data, *recon, k1, local=True)
         g_new, tally = self.client.train(g_i, l_i, self.client_opt, data, *post, k2, local=True)
-        delta = {n: g_i[n] - g_new[n] for n in g_i}
-        ok = fc.finite(delta)
-        delta = {n: jnp.where(ok, d, 0.0) for n, d in delta.items()}
-        return delta, jnp.where(ok, tally["examples"], 0.0), tally
+        return (*fc.update(g_i, g_new, tally["examples"]), tally)
 
     def _round_fn(self, state, data, rows, recon, post, keys):
         g = state["global"]
@@ -66,7 +62,7 @@ class FedRecon(FastAlgorithm):
     def _eval_fn(self, g, rdata, recon, mdata, measured, keys, live):
         tally = jax.vmap(self._eval_client, in_axes=(None, 0, 0, 0, 0, 0))(
             g, rdata, recon, mdata, measured, keys)
-        return fc.combine(fc.masked(tally, live))
+        return fc.summed(tally, live)
 
     def eval_tally(self, g, clients, seen: bool, recon_from=None):
         rdata, recon, mdata, measured = self.eval_schedules(clients, seen, recon_from)

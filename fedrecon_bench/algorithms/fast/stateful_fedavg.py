@@ -31,7 +31,6 @@ class StatefulFedAvg(FedRecon):  # FedRecon for the reconstruction evaluation
         super().__init__(task, info, cfg, run_dir)
         self.store = client_store.make(cfg.algo.get("store", "memory"), run_dir)
         self._stateful_round = jax.jit(self._stateful_round_fn)
-        self._measure = jax.jit(self._measure_fn)
 
     def _stateful_client(self, g, l_i, data, rows, steps, key):
         g_i = self.views(g, rows)
@@ -67,16 +66,9 @@ class StatefulFedAvg(FedRecon):  # FedRecon for the reconstruction evaluation
         return state, out
 
     # --- evaluation ----------------------------------------------------------
-    def _measure_fn(self, g, local, data, measured, live):
-        tally = jax.vmap(lambda l, d, s: self.client.measure({**g, **l}, d, *s, local=False))(
-            local, data, measured)
-        return fc.combine(fc.masked(tally, live))
-
     def evaluate(self, state, clients, client_ids, seen: bool = False, recon_from=None) -> dict:
         """{'recon': ..., 'fresh' (unseen) or 'stored' (seen users): ...}"""
-        g = state["global"]
         recon = super().evaluate(state, clients, client_ids, seen, recon_from)
         _, _, mdata, measured = self.eval_schedules(clients, seen, recon_from)
-        local = self.stored(client_ids, use_store=seen)
-        tally = self.chunked(lambda *a: self._measure(g, *a), len(clients), local, mdata, measured)
+        tally = self.measure(state["global"], mdata, measured, self.stored(client_ids, use_store=seen))
         return {"recon": recon, "stored" if seen else "fresh": fc.finalize(self.m, tally, loss="batch")}
