@@ -93,6 +93,34 @@ def save_global_weights(path: str, task, info, weights, all_global: bool = False
     os.replace(tmp, path)
 
 
+def device_info(engine: str, algo) -> dict:
+    """Where the run computes: engine=fast's JAX devices (and how its clients run), or
+    TensorFlow's CPU for engine=tff."""
+    if engine != "fast":
+        return {"platform": "cpu", "framework": "tensorflow"}
+    import jax
+
+    devices = jax.devices()
+    return {"platform": devices[0].platform, "kind": devices[0].device_kind,
+            "devices": [str(d) for d in devices], "framework": f"jax {jax.__version__}",
+            "clients": algo.mode}
+
+
+def start_line(cfg, engine: str, size: dict, data, device: dict) -> str:
+    """One line before training: what the run is about to compute, so a user knows what
+    a long default is waiting for."""
+    sizes = []
+    for s in ("train", "val", "test"):
+        pop = getattr(data, s)
+        n = [len(next(iter(e.values()))) for e in pop.examples]
+        sizes.append(f"{s} {len(pop):,} clients / {sum(n):,} examples (max {max(n, default=0):,})")
+    where = device["platform"] + (f", {device['clients']} clients" if "clients" in device else "")
+    return (f"run: {cfg.task.name}/{cfg.algo.name} on engine={engine} ({where}): "
+            f"{size['global_params'] + size['local_params']:,} parameters ({size['global_params']:,} "
+            f"global, {size['local_params']:,} local per client); {cfg.clients_per_round} clients x "
+            f"{cfg.rounds} rounds; " + "; ".join(sizes))
+
+
 def _clean(metrics: dict, names) -> dict:
     out = {k: float(metrics[k]) for k in names if k in metrics}
     for k in ("num_examples", "num_batches", "store_clients", "store_bytes"):
@@ -159,6 +187,9 @@ def run(cfg, run_dir: str) -> dict:
                "round_reached": start - 1, "resumed_from_round": resumed, "run_dir": run_dir}
     if restored:
         summary["comm"] = meta["comm"]  # totals so far
+    summary["device"] = device_info(engine, algo)
+    log.config_update({"device": summary["device"]})
+    print(start_line(cfg, engine, size, data, summary["device"]), file=sys.stderr, flush=True)
     train, val, test = populations(engine, task, algo, data)
     proc = psutil.Process()  # resident memory per round: long TFF runs are known to leak
     names = task.metric_names
@@ -220,6 +251,9 @@ def run(cfg, run_dir: str) -> dict:
         summary["error"] = f"{type(e).__name__}: {e}"
         raise
     finally:
+        if engine == "fast":  # how many steps a round scheduled, and computed (lockstep padding)
+            summary["fast"] = {"clients": algo.mode, "steps_scheduled": algo.exec.steps["scheduled"],
+                               "steps_computed": algo.exec.steps["computed"]}
         summary["final"] = {s: {k: v for k, v in rec.items() if k not in ("round", "split")}
                             for s, rec in log.last.items()}
         summary["wall_s"] = round(wall_before + time.time() - t0, 3)

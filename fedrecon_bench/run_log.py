@@ -60,6 +60,11 @@ class RunLog:
             config=OmegaConf.to_container(c, resolve=True), reinit=True,
             id=resume_id, resume="allow" if resume_id else None)
 
+    def config_update(self, values: dict) -> None:
+        """Facts known only once the run starts (e.g. its device), in the wandb config."""
+        if self.wandb is not None:
+            self.wandb.config.update(values, allow_val_change=True)
+
     def row(self, round_: int, split: str, metrics: dict, last_key: str | None = None,
             **extra) -> dict:
         rec = {"round": int(round_), "split": split}

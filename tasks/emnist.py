@@ -382,6 +382,8 @@ def check_task_config(c) -> None:
     d = c.user_embedding_dim
     if not isinstance(d, int) or isinstance(d, bool) or d < 1:
         raise UserError(f"task.user_embedding_dim={d!r} must be an integer >= 1")
+    if c.get("conv", "lax") not in ("lax", "patches"):
+        raise UserError(f"task.conv={c.conv!r} is unknown; use lax or patches")
 
 
 class EMNIST(Task):
@@ -497,18 +499,34 @@ def _dropout(h, rate: float, key):
     return jnp.where(keep, h / (1.0 - rate), 0.0)
 
 
+def _conv_lax(h, kernel):
+    """Keras' Conv2D (VALID, stride 1) as XLA's convolution."""
+    return jax.lax.conv_general_dilated(h, kernel, (1, 1), "VALID",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _conv_patches(h, kernel):
+    """The same convolution as shifted slices concatenated (im2col), then one matmul: its
+    gradient is matmuls too, which XLA:CPU runs fast inside a compiled loop."""
+    kh, kw, ci, co = kernel.shape
+    H, W = h.shape[1] - kh + 1, h.shape[2] - kw + 1
+    cols = jnp.concatenate([h[:, i:i + H, j:j + W, :] for i in range(kh) for j in range(kw)], axis=-1)
+    return cols @ kernel.reshape(kh * kw * ci, co)
+
+
 class EmnistFast(FastModel):
     """keras_parts' CNN, loss and metrics in JAX (fedrecon_bench/fast/model.py)."""
 
     global_names = ("conv1/kernel", "conv1/bias", "conv2/kernel", "conv2/bias",
                     "dense/kernel", "dense/bias", "logits/kernel", "logits/bias")
-    vmap_clients = False  # a different conv kernel per client is a slow grouped conv on CPU
-    eval_chunk = 16       # evaluation shares the kernels (one big conv); bound its activations
+    client_mode = "host"  # CPU: conv gradients inside a compiled loop run several times slower (README)
+    max_group = 16        # vmapped groups (fast.clients=vmap, GPUs): bound the activations
 
     def __init__(self, c, num_classes: int):
         self.num_classes, self.batch_size = num_classes, int(c.batch_size)
         self.dropout = bool(c.dropout)
         self.local_names = ("user_embedding",) if c.user_embedding else ()
+        self.conv = {"lax": _conv_lax, "patches": _conv_patches}[c.get("conv", "lax")]
 
     def inputs(self, ex):
         # As client_dataset: uint8 pixels are k/255 (see compact_pixels), float ones already 0..1.
@@ -518,11 +536,12 @@ class EmnistFast(FastModel):
 
     def predict(self, p, batch, train=False, rng=None):
         """Logits [bs, num_classes]; dropout only when training (needs `rng`)."""
-        conv = lambda h, name: jax.nn.relu(jax.lax.conv_general_dilated(
-            h, p[name + "/kernel"], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-            + p[name + "/bias"])
+        conv = lambda h, name: jax.nn.relu(self.conv(h, p[name + "/kernel"]) + p[name + "/bias"])
         h = conv(conv(batch["x"], "conv1"), "conv2")
-        h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+        # MaxPool2D(2) as a max over reshaped 2x2 blocks: the same values, and its gradient is
+        # elementwise, where reduce_window's (select-and-scatter) is slow on XLA:CPU.
+        b, H, W, C = h.shape
+        h = jnp.max(h.reshape(b, H // 2, 2, W // 2, 2, C), axis=(2, 4))
         drop = train and self.dropout
         if drop:
             if rng is None:

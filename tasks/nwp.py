@@ -467,7 +467,7 @@ class NwpFast(FastModel):
     """keras_parts' model, loss and metrics in JAX (fedrecon_bench/fast/model.py).
     All parameters are dense (no `sparse`): the logits layer reads every id's column
     for every token anyway."""
-    vmap_clients = False  # measured: clients one after another beat batched small matmuls on CPU
+    client_mode = "sequential"  # measured: clients one after another beat batched small matmuls on CPU
 
     ACCURACIES = {"accuracy": (False, False), "accuracy_no_oov": (True, False),
                   "accuracy_no_oov_no_eos": (True, True)}  # name: (mask_oov, mask_eos)

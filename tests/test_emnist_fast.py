@@ -33,9 +33,10 @@ def padded(fm, real, pad):
     return batch
 
 
-@pytest.mark.parametrize("user_embedding", [True, False])
-def test_fast_model_matches_keras(user_embedding):
-    task, parts, fm = make("task.dropout=false", f"task.user_embedding={str(user_embedding).lower()}")
+@pytest.mark.parametrize("user_embedding,conv", [(True, "lax"), (False, "lax"), (True, "patches")])
+def test_fast_model_matches_keras(user_embedding, conv):
+    task, parts, fm = make("task.dropout=false", f"task.user_embedding={str(user_embedding).lower()}",
+                           f"task.conv={conv}")
     assert fm.local_names == (("user_embedding",) if user_embedding else ())
     rng = np.random.default_rng(0)
     if user_embedding:  # not the zero start, so the concatenated features count

@@ -2,15 +2,19 @@
 
 A population's clients become arrays [clients, batches, batch_size, ...] with a
 `mask` of real examples, so a round is one array gather instead of building
-tf.data pipelines. A schedule says which batch each SGD step reads, per client:
-the same batches, in the same order, as TFF's dataset split function
+tf.data pipelines. Padding costs memory only: no step reads a padding batch. A
+schedule says which batch each SGD step reads, per client, and how many steps the
+client has: the same batches, in the same order, as TFF's dataset split function
 (`ReconstructionModel.build_dataset_split_fn`): even or odd batches (or all),
-repeated for some epochs, then capped at a number of steps.
+repeated for some epochs, then capped at a number of steps. A client's loop runs
+exactly its own number of steps (fast/client.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
+import jax
 import numpy as np
 
 PAD_ROW = np.iinfo(np.int32).max  # row padding: gathers read 0, scatters drop it
@@ -38,12 +42,14 @@ class Population:
         mask = np.arange(B * bs)[None, :] < self.num_examples[:, None]
         self.fields["mask"] = mask.reshape(C, B, bs).astype(np.float32)
         # Sparse tables: each client's distinct rows, and its ids re-indexed into them.
-        self.rows = {}
+        self.rows, self.unique_rows = {}, True
         for field in sorted(set(model.sparse.values())):
             uniq = [np.unique(ex[field]) for ex in per_client]
             R = max(1, max((len(u) for u in uniq), default=1))
             rows = np.full((C, R), PAD_ROW, np.int32)
             local = np.zeros_like(self.fields[field], dtype=np.int32)
+            self.unique_rows &= all(ex[field].ndim == 1 and len(u) == len(ex[field])
+                                    for u, ex in zip(uniq, per_client))
             for c, u in enumerate(uniq):
                 rows[c, :len(u)] = u
                 n = int(self.num_examples[c])
@@ -66,6 +72,25 @@ class Population:
         return schedule(self.num_batches, part, epochs, steps_max)
 
 
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass
+class Schedule:
+    """Clients' steps: idx [..., S] the batch each step reads, count [...] each client's
+    number of steps. `once` (static): no step reads a sparse-table row that another step
+    of the same client reads (one epoch, and a client's ids are distinct), so a lockstep
+    group can read all rows up front and write them back at the end (fast/client.py)."""
+    idx: object
+    count: object
+    once: bool = False
+
+    def tree_flatten(self):
+        return (self.idx, self.count), self.once
+
+    @classmethod
+    def tree_unflatten(cls, once, children):
+        return cls(*children, once)
+
+
 class Selection:
     """Some clients of a population: their arrays, rows and schedules, as numpy."""
 
@@ -83,13 +108,13 @@ class Selection:
     def rows(self) -> dict:
         return {k: v[self.idx] for k, v in self.pop.rows.items()}
 
-    def schedule(self, part: str, epochs: int = 1, steps_max=None):
-        idx, valid = self.pop._schedule(part, epochs, steps_max)
-        return idx[self.idx], valid[self.idx]
+    def schedule(self, part: str, epochs: int = 1, steps_max=None) -> Schedule:
+        idx, count = self.pop._schedule(part, epochs, steps_max)
+        return Schedule(idx[self.idx], count[self.idx], once=epochs == 1 and self.pop.unique_rows)
 
 
 def schedule(num_batches: np.ndarray, part: str, epochs: int, steps_max) -> tuple[np.ndarray, np.ndarray]:
-    """Per client, the batch index of every step and whether the step exists.
+    """Per client, the batch index of every step (padded to the longest) and its number of steps.
 
     part: "even" / "odd" (TFF's disjoint split) or "all"; the part's batches are
     repeated `epochs` times, then cut at `steps_max` steps (None = no cap)."""
@@ -100,10 +125,10 @@ def schedule(num_batches: np.ndarray, part: str, epochs: int, steps_max) -> tupl
         lists.append(seq[:steps_max] if steps_max is not None else seq)
     S = max(1, max((len(s) for s in lists), default=1))
     idx = np.zeros((len(lists), S), np.int32)
-    valid = np.zeros((len(lists), S), np.float32)
+    count = np.array([len(s) for s in lists], np.int32)
     for c, s in enumerate(lists):
-        idx[c, :len(s)], valid[c, :len(s)] = s, 1.0
-    return idx, valid
+        idx[c, :len(s)] = s
+    return idx, count
 
 
 def split_parts(split):

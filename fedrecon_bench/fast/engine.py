@@ -1,8 +1,10 @@
 """What every fast-engine algorithm shares: the task's JAX model and initial weights,
 optimizers and schedules from the same config as engine=tff, sparse-table views,
-the reconstruction evaluation, and evaluation in fixed-size chunks of clients.
+how clients run (fast/execute.py), the server step and plain measurement.
 """
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +13,25 @@ import numpy as np
 from fedrecon_bench import splits
 from fedrecon_bench.fast import client as fc
 from fedrecon_bench.fast import optim
+from fedrecon_bench.errors import UserError
 from fedrecon_bench.fast.data import split_parts
+from fedrecon_bench.fast.execute import AXIS, MODES, Executor
+
+
+def client_mode(cfg, model) -> str:
+    """fast.clients: auto = vmap on an accelerator, else the task model's choice for CPUs."""
+    mode = (cfg.get("fast") or {}).get("clients", "auto")
+    if mode == "auto":
+        on_cpu = jax.default_backend() == "cpu"
+        return getattr(model, "client_mode", "vmap") if on_cpu else "vmap"
+    if mode not in MODES:
+        raise UserError(f"fast.clients={mode!r} is unknown; use auto or one of {', '.join(MODES)}")
+    return mode
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _round_keys(key, r, n: int):
+    return jax.random.split(jax.random.fold_in(key, r), n)
 
 
 class FastAlgorithm:
@@ -22,7 +42,13 @@ class FastAlgorithm:
         splits.check(cfg.split.train, "split.train", evaluation=False)
         splits.check(cfg.split.eval, "split.eval", evaluation=True)
         self.m = task.fast_model(info)
-        self.client = fc.Client(self.m)
+        self.mode = client_mode(cfg, self.m)
+        self.client = fc.Client(self.m, host=self.mode == "host", axis=AXIS if self.mode == "vmap" else None)
+        self.solo = fc.Client(self.m, host=self.mode == "host")  # for clients strictly one at a time
+        fast = cfg.get("fast") or {}
+        self.exec = Executor(self.mode, self.m.sparse, max_width=min(
+            int(fast.get("max_group", 128)), int(getattr(self.m, "max_group", 128))),
+            overhead=float(getattr(self.m, "lockstep_overhead", 16.0)))
         parts = task.keras_parts(info)
         g0, l0 = self.m.from_keras(parts)  # the same initial values as engine=tff
         named = dict(zip([id(w) for l in (*parts.global_layers, *parts.local_layers)
@@ -35,8 +61,7 @@ class FastAlgorithm:
         self.recon_opt = opt("reconstruction_optimizer")
         self.train_parts, self.eval_parts = split_parts(cfg.split.train), split_parts(cfg.split.eval)
         self.key = jax.random.PRNGKey(cfg.seed)  # dropout only; sampling and init are the loop's and Keras'
-        self.chunk = int(getattr(self.m, "eval_chunk", 1024))
-        self._measure = jax.jit(self._measure_fn)
+        self._server = jax.jit(self._server_fn)
 
     # --- helpers ---------------------------------------------------------------
     def views(self, params: dict, rows: dict) -> dict:
@@ -44,27 +69,15 @@ class FastAlgorithm:
         return {n: fc.view(p, rows[self.m.sparse[n]]) if n in self.m.sparse else p
                 for n, p in params.items()}
 
-    def map_clients(self, fn, in_axes, *args):
-        """fn over the clients of a round: vmap (all at once), or one after another
-        (lax.map) for models whose per-client weights make batched kernels slow on CPU
-        (a convolution with a different kernel per client: `FastModel.vmap_clients`)."""
-        if getattr(self.m, "vmap_clients", True):
-            return jax.vmap(fn, in_axes=in_axes)(*args)
-        per_client = tuple(a for a, ax in zip(args, in_axes) if ax is not None)
-
-        def one(xs):
-            it = iter(xs)
-            return fn(*[next(it) if ax is not None else a for a, ax in zip(args, in_axes)])
-
-        return jax.lax.map(one, per_client)
-
     def round_keys(self, state, n: int):
-        return jax.random.split(jax.random.fold_in(self.key, state["round"]), n)
+        return np.asarray(_round_keys(self.key, state["round"], n))
 
-    def server_step(self, state, params: dict, deltas, weights, rows):
+    def server_step(self, state, params: dict, sums: dict):
         """g <- ServerOpt(g, weighted mean of the updates); returns the new state."""
-        mean = fc.aggregate(params, deltas, weights, rows, self.m.sparse)
-        opt, new = self.server_opt.next(state["opt"], params, mean)
+        return self._server(state, params, sums["delta"], sums["weight"])
+
+    def _server_fn(self, state, params, delta_sum, weight):
+        opt, new = self.server_opt.next(state["opt"], params, fc.mean(delta_sum, weight))
         return {**state, "global": new, "opt": opt, "round": state["round"] + 1}
 
     def initialize(self):
@@ -95,26 +108,12 @@ class FastAlgorithm:
         return (recon_from.data, recon_from.schedule("all", re, rs), clients.data,
                 clients.schedule("all"))
 
-    def _measure_fn(self, params, local, data, measured, live):
-        tally = jax.vmap(lambda l, d, s: self.client.measure({**params, **l}, d, *s, local=False))(
-            local, data, measured)
-        return fc.summed(tally, live)
+    def _measure_client(self, params, c):
+        p = {**params, **c.get("local", {})}
+        return {"sum": self.client.measure(p, c["data"], c["measured"], local=False)}
 
     def measure(self, params: dict, data: dict, measured, local: dict | None = None):
         """Summed metric states of each client's model as is (training=False): the shared
         `params` plus the client's own `local` variables (stacked per client), if any."""
-        return self.chunked(lambda *a: self._measure(params, *a), len(measured[0]),
-                            local or {}, data, measured)
-
-    def chunked(self, fn, n: int, *arrays):
-        """Sums fn's tallies over clients, `self.chunk` clients per call (fixed shapes:
-        the last chunk repeats client 0 with weight 0), so memory stays bounded."""
-        total = None
-        size = min(self.chunk, n)
-        for start in range(0, n, size):
-            idx = np.arange(start, start + size)
-            live = (idx < n).astype(np.float32)
-            idx = np.where(idx < n, idx, 0)
-            part = fn(*[jax.tree_util.tree_map(lambda a: a[idx], x) for x in arrays], live)
-            total = part if total is None else jax.tree_util.tree_map(jnp.add, total, part)
-        return total
+        c = {"data": data, "measured": measured, **({"local": local} if local else {})}
+        return self.exec.run(self._measure_client, params, c, measured.count)[0]["sum"]

@@ -2,7 +2,7 @@
 
     for each round t:
         S <- sample clients_per_round training clients          (the loop)
-        for each client i in S, at once (vmap):
+        for each client i in S (fast/execute.py: vmap groups or one after another):
             w_i <- w_t; one epoch of w_i <- w_i - eta_c * grad L(w_i; b) over D_i
             send w_t - w_i, weighted by |D_i| (0 if not finite)
         w_{t+1} <- ServerOpt(w_t, weighted mean of the updates)
@@ -15,6 +15,7 @@ Equal to TFF's build_weighted_fed_avg / build_fed_eval (tests/test_fast_engine.p
 from __future__ import annotations
 
 import jax
+import numpy as np
 
 from fedrecon_bench.algorithms.finetune import VARIABLES
 from fedrecon_bench.errors import UserError
@@ -44,38 +45,37 @@ class FedAvg(FastAlgorithm):
                              "global": self.m.global_names}[ft.variables]
             self.ft_opt = optim.build(ft.optimizer, "algo.finetune.optimizer")
             self.eval_modes = ("finetune", "global")
-        self._round = jax.jit(self._round_fn)
-        self._tuned = jax.jit(self._tuned_fn, static_argnames="local")
 
-    def _client(self, w, data, rows, steps, key):
-        w_i = self.views(w, rows)
-        w_new, tally = self.client.train(w_i, {}, self.client_opt, data, *steps, key, local=True)
-        return (*fc.update(w_i, w_new, tally["examples"]), tally)
-
-    def _round_fn(self, state, data, rows, steps, keys):
-        w = state["global"]
-        deltas, weights, tally = self.map_clients(self._client, (None, 0, 0, 0, 0),
-                                                  w, data, rows, steps, keys)
-        return self.server_step(state, w, deltas, weights, rows), fc.combine(tally)
+    def _client(self, w, c):
+        w_i = self.views(w, c["rows"])
+        w_new, tally = self.client.train(w_i, {}, self.client_opt, c["data"], c["steps"], c["key"], local=True)
+        delta, weight = fc.update(w_i, w_new, tally["examples"])
+        return {"delta": delta, "weight": weight, "rows": c["rows"], "sum": tally}
 
     def next(self, state, clients, client_ids=None):
-        state, tally = self._round(state, clients.data, clients.rows, clients.schedule("all"),
-                                   self.round_keys(state, len(clients)))
-        return state, fc.finalize(self.m, tally, loss="example", counts=True)
+        steps = clients.schedule("all")
+        c = {"data": clients.data, "rows": clients.rows, "steps": steps,
+             "key": self.round_keys(state, len(clients))}
+        w = state["global"]
+        sums, _ = self.exec.run(self._client, w, c, steps.count, delta_like=w)
+        return self.server_step(state, w, sums), fc.finalize(self.m, sums["sum"], loss="example", counts=True)
 
     # --- evaluation ----------------------------------------------------------
-    def _tuned_fn(self, w, rdata, rows, recon, mdata, measured, keys, live, local: bool):
+    def _tuned(self, w, c, local: bool):
         """Fine-tuning: a copy of the chosen variables trained on the tuning part,
         then measured on the disjoint measured part (never seen while tuning)."""
-        def one(rdata, rows, recon, mdata, measured, key):
-            w_i = self.views(w, rows) if local else w
-            tuned = {n: w_i[n] for n in self.finetune}
-            fixed = {n: p for n, p in w_i.items() if n not in self.finetune}
-            tuned, _ = self.client.train(tuned, fixed, self.ft_opt, rdata, *recon, key, local, stats=False)
-            return self.client.measure({**fixed, **tuned}, mdata, *measured, local)
+        w_i = self.views(w, c["rows"]) if local else w
+        tuned = {n: w_i[n] for n in self.finetune}
+        fixed = {n: p for n, p in w_i.items() if n not in self.finetune}
+        tuned, _ = self.client.train(tuned, fixed, self.ft_opt, c.get("rdata", c["data"]), c["recon"],
+                                     c["key"], local, stats=False)
+        return {"sum": self.client.measure({**fixed, **tuned}, c["data"], c["measured"], local)}
 
-        tally = self.map_clients(one, (0,) * 6, rdata, rows, recon, mdata, measured, keys)
-        return fc.summed(tally, live)
+    def _tuned_unseen(self, w, c):  # tunes and measures within the client's rows (views)
+        return self._tuned(w, c, local=True)
+
+    def _tuned_seen(self, w, c):  # tunes on training data with other rows: a full copy
+        return self._tuned(w, c, local=False)
 
     def evaluate(self, state, clients, client_ids=None, seen: bool = False, recon_from=None) -> dict:
         w = state["global"]
@@ -83,14 +83,13 @@ class FedAvg(FastAlgorithm):
         plain = fc.finalize(self.m, self.measure(w, mdata, measured), loss="example", counts=True)
         if self.finetune is None:
             return plain
-        # Unseen users tune and measure within one client's rows (views); a seen user
-        # tunes on training data with other rows, so tunes a full copy of the tables.
-        rows = clients.rows
-        keys = jax.random.split(self.key, len(clients))
-        tally = self.chunked(lambda *a: self._tuned(w, *a, local=not seen), len(clients),
-                             rdata, rows, recon, mdata, measured, keys)
+        c = {"data": mdata, "rows": clients.rows, "recon": recon, "measured": measured,
+             "key": np.asarray(jax.random.split(self.key, len(clients)))}
+        if rdata is not mdata:
+            c["rdata"] = rdata
+        fn = self._tuned_seen if seen else self._tuned_unseen
+        tally = self.exec.run(fn, w, c, np.stack([recon.count, measured.count], axis=1))[0]["sum"]
         return {"finetune": fc.finalize(self.m, tally, loss="batch"), "global": plain}
 
     def global_weights(self, state):
         return self.weights_in_order(state["global"], self.model_order)
-

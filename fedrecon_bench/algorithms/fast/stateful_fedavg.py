@@ -3,7 +3,7 @@
     store <- {}                                                    (client-state store)
     for each round t:
         S <- sample clients_per_round training clients             (the loop)
-        for each client i in S, at once (vmap):
+        for each client i in S (fast/execute.py: vmap groups or one after another):
             l_i <- store[i] if i was sampled before, else init
             g_i <- g_t; one epoch of (g_i, l_i) <- ClientOpt((g_i, l_i), grad L(g_i, l_i; b)) over D_i
             store[i] <- l_i;  send g_t - g_i, weighted by |D_i|
@@ -15,7 +15,6 @@ Equal to engine=tff's algorithms/stateful_fedavg.py (tests/test_fast_engine.py).
 """
 from __future__ import annotations
 
-import jax
 import numpy as np
 
 from fedrecon_bench import client_store
@@ -30,19 +29,20 @@ class StatefulFedAvg(FedRecon):  # FedRecon for the reconstruction evaluation
     def __init__(self, task, info: dict, cfg, run_dir: str = "."):
         super().__init__(task, info, cfg, run_dir)
         self.store = client_store.make(cfg.algo.get("store", "memory"), run_dir)
-        self._stateful_round = jax.jit(self._stateful_round_fn)
 
-    def _stateful_client(self, g, l_i, data, rows, steps, key):
-        g_i = self.views(g, rows)
-        new, tally = self.client.train({**g_i, **l_i}, {}, self.client_opt, data, *steps, key, local=True)
+    def _stateful_client(self, g, c):
+        g_i = self.views(g, c["rows"])
+        new, tally = self.client.train({**g_i, **c["local"]}, {}, self.client_opt, c["data"], c["steps"],
+                                       c["key"], local=True)
         delta = {n: g_i[n] - new[n] for n in g_i}
-        return delta, tally["examples"], {n: new[n] for n in l_i}, tally
+        return {"delta": delta, "weight": tally["examples"], "rows": c["rows"], "sum": tally,
+                "keep": {n: new[n] for n in c["local"]}}
 
-    def _stateful_round_fn(self, state, local, data, rows, steps, keys):
+    def train_round(self, state, c, steps):
+        """(new state, each client's new local variables, summed tallies)."""
         g = state["global"]
-        deltas, weights, local, tally = self.map_clients(
-            self._stateful_client, (None, 0, 0, 0, 0, 0), g, local, data, rows, steps, keys)
-        return self.server_step(state, g, deltas, weights, rows), local, fc.combine(tally)
+        sums, local = self.exec.run(self._stateful_client, g, c, steps, delta_like=g)
+        return self.server_step(state, g, sums), local, sums["sum"]
 
     def stored(self, client_ids, use_store: bool = True) -> dict:
         """The clients' local variables, stacked: stored state, or init for new clients."""
@@ -56,9 +56,10 @@ class StatefulFedAvg(FedRecon):  # FedRecon for the reconstruction evaluation
             self.store.put(c, [local[n][i] for n in self.m.local_names])
 
     def next(self, state, clients, client_ids):
-        state, local, tally = self._stateful_round(
-            state, self.stored(client_ids), clients.data, clients.rows, clients.schedule("all"),
-            self.round_keys(state, len(clients)))
+        steps = clients.schedule("all")
+        c = {"local": self.stored(client_ids), "data": clients.data, "rows": clients.rows, "steps": steps,
+             "key": self.round_keys(state, len(clients))}
+        state, local, tally = self.train_round(state, c, steps.count)
         self.keep(client_ids, local)
         out = fc.finalize(self.m, tally, loss="batch")
         out.update(num_examples=int(round(float(tally["examples"]))), store_clients=len(self.store),
