@@ -1,23 +1,26 @@
 """engine=fast against engine=tff, side by side in one run: time per round and peak memory.
 
-    uv run python benchmarks/engines.py [--cases movielens_paper,emnist,nwp] [--tff-rounds 4]
+    uv run python benchmarks/engines.py [--cases movielens_paper,nwp_defaults,nwp_shakespeare,emnist]
+                                        [--tff-rounds 4] [--fast-rounds 30] [--no-full-run]
 
-For each case it runs the preset through the CLI on both engines (a few rounds on
-TFF, more on the fast engine; no evaluation until the end, no checkpoints) and
-prints the median training-round time (round 1 excluded: it traces/compiles),
-the ratio, and each process's peak resident memory (`peak_rss_mb` in
-summary.json). Then it runs the full MovieLens paper setting on the fast engine
-(500 rounds x 100 clients, evaluation of 604 val users every 50 rounds, test at
-the end) and prints its wall time.
+For each case it runs the preset through the CLI on engine=tff, then on engine=fast in
+every form listed for the case (how clients run, `fast.clients`; kernel forms such as
+EMNIST's `task.conv` or the LSTM's `task.lstm_unroll`), a few rounds each with no
+evaluation until the end and no checkpoints. It prints the median training-round
+time (round 1 excluded: it traces/compiles), the ratio tff / fast (> 1: fast is
+faster), each process's peak resident memory (`peak_rss_mb`), and the fraction of
+computed steps that were lockstep padding. Then it runs the full MovieLens paper
+setting on engine=fast (500 rounds x 100 clients) and prints its wall time.
 
-Targets (#8): MovieLens paper setting >= 100x per round and the full paper run in
-<= 60 s on 2 cores; EMNIST and next-word prediction >= 3x per round.
+Targets (issue "Fast engine: cost proportional to each client's real work"): NWP task
+defaults >= 2x, EMNIST preset >= 1x, MovieLens paper setting >= 500x per round.
 Results are in the README ("Engines").
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import statistics
 import subprocess
@@ -26,12 +29,29 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CASES = {  # preset and extra overrides; rounds are set below
-    "movielens_paper": ["experiment=movielens_paper"],
-    "emnist": ["experiment=emnist_fedrecon"],
-    "nwp": ["experiment=nwp_shakespeare"],
+CASES = {  # preset overrides, then the engine=fast forms: (label, extra overrides)
+    "movielens_paper": (["experiment=movielens_paper"], [
+        ("vmap groups (default)", []),
+        ("sequential", ["fast.clients=sequential"])]),
+    "nwp_defaults": (["+task=nwp", "+algo=fedrecon", "clients_per_round=10"], [
+        ("sequential (default)", []),
+        ("sequential, LSTM unrolled", ["task.lstm_unroll=20"]),
+        ("host steps", ["fast.clients=host"]),
+        ("vmap groups", ["fast.clients=vmap"])]),
+    "nwp_shakespeare": (["experiment=nwp_shakespeare"], [
+        ("sequential (default)", []),
+        ("vmap groups", ["fast.clients=vmap"])]),
+    "emnist": (["experiment=emnist_fedrecon"], [
+        ("lax conv, host steps (default)", ["task.conv=lax", "fast.clients=host"]),
+        ("patches, host steps", ["task.conv=patches", "fast.clients=host"]),
+        ("patches, sequential", ["task.conv=patches", "fast.clients=sequential"]),
+        ("lax conv, sequential", ["task.conv=lax", "fast.clients=sequential"]),
+        ("patches, vmap groups", ["task.conv=patches", "fast.clients=vmap"]),
+        ("lax conv, vmap groups", ["task.conv=lax", "fast.clients=vmap"])]),
 }
-FAST_ROUNDS = {"emnist": 2}  # its fast rounds take minutes on CPU (README "Engines")
+ROUNDS = {  # (tff, fast) rounds where the defaults would take too long
+    "nwp_defaults": (3, 4), "emnist": (3, 3)}
+SLOW_FORMS = {"lax conv, sequential": 2}  # XLA:CPU convolution gradients inside a loop
 
 
 def run(overrides: list[str], tmp: str, name: str) -> tuple[dict, list[dict], float]:
@@ -51,27 +71,43 @@ def per_round(rows: list[dict]) -> float:
     return statistics.median(times)
 
 
+def padding(summary: dict) -> str:
+    f = summary.get("fast")
+    if not f or not f["steps_computed"]:
+        return "-"
+    return f"{1 - f['steps_scheduled'] / f['steps_computed']:.0%}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--forms", default="", help="only fast forms whose label contains this")
     ap.add_argument("--tff-rounds", type=int, default=4)
     ap.add_argument("--fast-rounds", type=int, default=30)
     ap.add_argument("--no-full-run", action="store_true", help="skip the 500-round paper run")
     a = ap.parse_args()
-    lines = ["| case | tff s/round | fast s/round | speed-up | tff peak MB | fast peak MB |",
-             "|---|---|---|---|---|---|"]
+    print(f"load average at start: {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    lines = ["| case | engine=fast form | tff s/round | fast s/round | tff / fast | tff peak MB | "
+             "fast peak MB | padding computed |", "|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         for case in a.cases.split(","):
-            res = {}
-            for engine, rounds in (("tff", a.tff_rounds), ("fast", FAST_ROUNDS.get(case, a.fast_rounds))):
-                summary, rows, _ = run([*CASES[case], f"engine={engine}", f"rounds={rounds}",
-                                        "eval_every=100000"], tmp, f"{case}-{engine}")
-                res[engine] = (per_round(rows), summary["peak_rss_mb"])
-                print(f"{case} {engine}: {res[engine][0]:.4f} s/round, peak {res[engine][1]} MB",
+            preset, forms = CASES[case]
+            tff_rounds, fast_rounds = ROUNDS.get(case, (a.tff_rounds, a.fast_rounds))
+            summary, rows, _ = run([*preset, "engine=tff", f"rounds={tff_rounds}", "eval_every=100000"],
+                                   tmp, f"{case}-tff")
+            t_tff, m_tff = per_round(rows), summary["peak_rss_mb"]
+            print(f"{case} tff: {t_tff:.4f} s/round, peak {m_tff} MB", file=sys.stderr)
+            for label, extra in forms:
+                if a.forms and a.forms not in label:
+                    continue
+                rounds = SLOW_FORMS.get(label, fast_rounds)
+                summary, rows, _ = run([*preset, "engine=fast", *extra, f"rounds={rounds}",
+                                        "eval_every=100000"], tmp, f"{case}-fast-{len(lines)}")
+                t_fast = per_round(rows)
+                print(f"{case} fast [{label}]: {t_fast:.4f} s/round, peak {summary['peak_rss_mb']} MB",
                       file=sys.stderr)
-            (t_tff, m_tff), (t_fast, m_fast) = res["tff"], res["fast"]
-            lines.append(f"| {case} | {t_tff:.3f} | {t_fast:.4f} | {t_tff / t_fast:.3g}x | "
-                         f"{m_tff:.0f} | {m_fast:.0f} |")
+                lines.append(f"| {case} | {label} | {t_tff:.3f} | {t_fast:.4f} | {t_tff / t_fast:.3g}x | "
+                             f"{m_tff:.0f} | {summary['peak_rss_mb']:.0f} | {padding(summary)} |")
         if not a.no_full_run:
             summary, rows, total = run(["experiment=movielens_paper", "engine=fast"], tmp, "full")
             test = summary["final"]["test"]
@@ -80,6 +116,7 @@ def main() -> None:
                          f"evaluations): {summary['wall_s']:.1f} s in the loop, {total:.1f} s for the "
                          f"whole process; test rating_accuracy {test['rating_accuracy']:.4f}, "
                          f"rmse {test['rmse']:.4f}; peak {summary['peak_rss_mb']:.0f} MB")
+    print(f"load average at end: {os.getloadavg()[0]:.2f}", file=sys.stderr)
     print("\n".join(lines))
 
 

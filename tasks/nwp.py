@@ -285,7 +285,7 @@ class NWP(Task):
     def check_config(self) -> None:
         c = self.cfg
         for key in ("vocab_size", "num_oov_buckets", "seq_len", "embedding_dim",
-                    "lstm_units", "projection_dim", "batch_size"):
+                    "lstm_units", "projection_dim", "batch_size", "lstm_unroll"):
             v = c.get(key)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise UserError(f"task.{key}={v!r} must be an integer >= 1")
@@ -474,6 +474,7 @@ class NwpFast(FastModel):
 
     def __init__(self, c, layout: Layout):
         self.V, self.K, self.batch_size = layout.V, layout.K, int(c.batch_size)
+        self.unroll = int(c.get("lstm_unroll", 1))
         self.split_output = bool(c.local_oov_output)
         out = ("logits_global", "logits_oov_local") if self.split_output else ("logits", None)
         dense = lambda n: (f"{n}/kernel", f"{n}/bias")
@@ -492,7 +493,7 @@ class NwpFast(FastModel):
         g = p["embedding_global"][jnp.where(ids > V + K, ids - K, jnp.clip(ids, 0, V))]
         loc = p["embedding_oov_local"][jnp.clip(ids - (V + 1), 0, K - 1)]
         emb = jnp.where(self._is_oov(ids)[..., None], loc, g)
-        h = _lstm(p["lstm/kernel"], p["lstm/recurrent_kernel"], p["lstm/bias"], emb)
+        h = _lstm(p["lstm/kernel"], p["lstm/recurrent_kernel"], p["lstm/bias"], emb, self.unroll)
         h = h @ p["projection/kernel"] + p["projection/bias"]
         if not self.split_output:
             return h @ p["logits/kernel"] + p["logits/bias"]
@@ -532,9 +533,10 @@ class NwpFast(FastModel):
         return {**out, "num_tokens": int(round(float(s["num_tokens"])))}
 
 
-def _lstm(kernel, recurrent_kernel, bias, x):
+def _lstm(kernel, recurrent_kernel, bias, x, unroll: int = 1):
     """Keras LSTM(return_sequences=True) from zero states: gates i, f, c, o;
-    tanh activation, sigmoid recurrent activation. x [bs, T, in] -> [bs, T, units]."""
+    tanh activation, sigmoid recurrent activation. x [bs, T, in] -> [bs, T, units].
+    unroll: time steps per loop iteration (seq_len = fully unrolled)."""
     units = recurrent_kernel.shape[0]
     zx = jnp.swapaxes(x @ kernel + bias, 0, 1)  # input projections of all steps at once: [T, bs, 4u]
 
@@ -546,7 +548,7 @@ def _lstm(kernel, recurrent_kernel, bias, x):
         return (h, c), h
 
     zeros = jnp.zeros((x.shape[0], units), zx.dtype)
-    _, hs = jax.lax.scan(step, (zeros, zeros), zx)
+    _, hs = jax.lax.scan(step, (zeros, zeros), zx, unroll=unroll)
     return jnp.swapaxes(hs, 0, 1)
 
 

@@ -92,9 +92,10 @@ def test_names_follow_the_keras_weight_order(base_cfg, local_oov, local_oov_outp
     assert ("logits_oov_local/kernel" in fm.global_names + fm.local_names) == local_oov_output
 
 
-@pytest.mark.parametrize("local_oov,local_oov_output", COMBOS)
-def test_logits_loss_gradients_and_metrics_match_keras(base_cfg, local_oov, local_oov_output):
+@pytest.mark.parametrize("local_oov,local_oov_output,unroll", [(*c, 1) for c in COMBOS] + [(True, False, T)])
+def test_logits_loss_gradients_and_metrics_match_keras(base_cfg, local_oov, local_oov_output, unroll):
     task, parts, fm = _setup(base_cfg, local_oov, local_oov_output)
+    fm.unroll = unroll  # task.lstm_unroll: the LSTM's time loop unrolled (T = fully)
     ex, mask = _batch(parts)
     real = {k: v[:REAL] for k, v in ex.items()}
     k_logits, k_loss, k_grads, k_metrics = _keras(task, parts, real)
