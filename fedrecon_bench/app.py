@@ -55,4 +55,7 @@ def main(cfg: DictConfig) -> None:
         if in_sweep:
             return
         sys.exit(3)
+    if os.environ.get("FEDRECON_BENCH_DEBUG_MODULES") == "1":  # what the run imported (tests)
+        top = sorted({m.split(".")[0] for m in sys.modules})
+        print(f"loaded modules: {' '.join(top)}", file=sys.stderr, flush=True)
     print(f"run_dir: {run_dir}", flush=True)

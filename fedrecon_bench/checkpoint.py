@@ -1,7 +1,8 @@
 """Checkpoints: everything needed to continue a run, in one file written atomically.
 
 A checkpoint is `<run_dir>/checkpoints/round_<r>.npz` holding the server state's
-leaves (`tf.nest` order), the client-sampling RNG state, the number of
+leaves (`tf.nest` order for TFF's states; engine=fast's dict states flatten the same
+way, sorted keys, without importing TensorFlow), the client-sampling RNG state, the number of
 `metrics.jsonl` lines written so far, the wandb run id and elapsed time, as
 plain arrays plus one JSON string (no pickle). It is written to a temporary
 name and renamed, so a kill at any moment leaves either the old or the new
@@ -16,9 +17,20 @@ import os
 import shutil
 
 import numpy as np
-import tensorflow as tf
 
 DIRNAME = "checkpoints"
+
+
+def _flatten(state):
+    """(leaves, rebuild) of a server state."""
+    if isinstance(state, dict):  # engine=fast
+        import jax
+
+        leaves, tree = jax.tree_util.tree_flatten(state)
+        return leaves, lambda xs: jax.tree_util.tree_unflatten(tree, xs)
+    import tensorflow as tf
+
+    return tf.nest.flatten(state), lambda xs: tf.nest.pack_sequence_as(state, xs)
 
 
 def _files(run_dir: str) -> list[str]:
@@ -28,7 +40,7 @@ def _files(run_dir: str) -> list[str]:
 def save(run_dir: str, round_: int, state, meta: dict) -> str:
     d = os.path.join(run_dir, DIRNAME)
     os.makedirs(d, exist_ok=True)
-    arrays = {f"s{i:05d}": np.asarray(x) for i, x in enumerate(tf.nest.flatten(state))}
+    arrays = {f"s{i:05d}": np.asarray(x) for i, x in enumerate(_flatten(state)[0])}
     arrays["meta"] = np.array(json.dumps({**meta, "round": round_, "num_leaves": len(arrays)}))
     path = os.path.join(d, f"round_{round_:06d}.npz")
     tmp = os.path.join(d, f".round_{round_:06d}.tmp.npz")
@@ -60,13 +72,13 @@ def load_latest(run_dir: str, template_state):
     with np.load(files[-1], allow_pickle=False) as z:
         meta = json.loads(str(z["meta"]))
         saved = [z[f"s{i:05d}"] for i in range(meta["num_leaves"])]
-    template = tf.nest.flatten(template_state)
+    template, rebuild = _flatten(template_state)
     if len(saved) != len(template):
         raise ValueError(f"{files[-1]}: checkpoint has {len(saved)} state leaves, the model "
                          f"{len(template)}; it belongs to a different config")
     leaves = [np.asarray(s, dtype=np.asarray(t).dtype).reshape(np.shape(t))
               for s, t in zip(saved, template)]
-    return tf.nest.pack_sequence_as(template_state, leaves), meta
+    return rebuild(leaves), meta
 
 
 def truncate_lines(path: str, keep: int) -> None:

@@ -62,29 +62,26 @@ def engine_of(cfg, task) -> str:
 
 
 def model_size(task, info, all_global: bool = False) -> dict:
-    """Parameter counts and the bytes one client receives and sends per round.
+    """Parameter counts and the bytes one client receives and sends per round, from the
+    initial weights (the same on both engines).
 
     Only global variables travel (the server sends them; the client returns an
     update of the same shapes); an algorithm without local variables
     (`all_global`) trains the task's local layers as global ones."""
-    parts = task.keras_parts(info)
-    count = lambda layers: int(sum(np.prod(w.shape) for l in layers for w in l.weights))
-    nbytes = lambda layers: int(sum(np.prod(w.shape) * w.dtype.size for l in layers
-                                    for w in l.trainable_weights))
-    g, loc = count(parts.global_layers), count(parts.local_layers)
-    moved = nbytes(parts.global_layers) + (nbytes(parts.local_layers) if all_global else 0)
+    g0, l0 = task.initial_weights(info)
+    count = lambda ws: int(sum(np.size(w) for w in ws.values()))
+    nbytes = lambda ws: int(sum(np.asarray(w).nbytes for w in ws.values()))
+    g, loc = count(g0), count(l0)
+    moved = nbytes(g0) + (nbytes(l0) if all_global else 0)
     if all_global:
         g, loc = g + loc, 0
     return {"global_params": g, "local_params": loc,
             "bytes_down_per_client": moved, "bytes_up_per_client": moved}
 
 
-def save_global_weights(path: str, task, info, weights, all_global: bool = False) -> None:
+def save_global_weights(path: str, names, weights) -> None:
     """The server's final global weights, as `<index>/<variable name>` npz arrays
     (no pickle), so analysis can rebuild the model and reconstruct unseen users."""
-    parts = task.keras_parts(info)
-    names = [w.name for w in (parts.model.trainable_weights if all_global else
-                              [w for l in parts.global_layers for w in l.trainable_weights])]
     arrays = [np.asarray(a) for a in weights]
     if len(names) != len(arrays):
         names = [f"w{i}" for i in range(len(arrays))]
@@ -244,8 +241,10 @@ def run(cfg, run_dir: str) -> dict:
         bar.close()
         if summary["status"] != "diverged":
             evaluate(cfg.rounds, "test", data.test)
-            save_global_weights(os.path.join(run_dir, "global_weights.npz"), task, data.info,
-                                algo.global_weights(state).trainable, all_global)
+            fm = task.fast_model(data.info)  # names: the JAX model's (the same on both engines)
+            save_global_weights(os.path.join(run_dir, "global_weights.npz"),
+                                fm.model_order if all_global else fm.global_names,
+                                algo.global_weights(state).trainable)
             summary["status"] = "completed"
     except BaseException as e:
         summary["error"] = f"{type(e).__name__}: {e}"

@@ -75,6 +75,15 @@ class Task:
         self.cfg = cfg
         self.data_dir = data_dir
         self.seed = seed
+        self._initial = {}
+
+    def initial_weights(self, info: dict) -> tuple[dict, dict]:
+        """(global, local) initial values: the JAX model's `init(seed)`, the one definition
+        both engines start from (engine=tff builds its Keras model with them)."""
+        key = repr(sorted((k, v) for k, v in info.items() if isinstance(v, (int, float, str))))
+        if key not in self._initial:
+            self._initial[key] = self.fast_model(info).init(self.seed)
+        return self._initial[key]
 
     # --- data -------------------------------------------------------------
     def load(self) -> FederatedData:
@@ -85,7 +94,12 @@ class Task:
         raise NotImplementedError
 
     # --- model ------------------------------------------------------------
+    def fast_model(self, info: dict):
+        """The model in JAX (fedrecon_bench/fast/model.py), with its initial weights."""
+        raise NotImplementedError
+
     def keras_parts(self, info: dict) -> KerasParts:
+        """The same model in Keras for engine=tff, built from `initial_weights(info)`."""
         raise NotImplementedError
 
     # --- loss and metrics ---------------------------------------------------

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from tasks.movielens import PenalizedMSE, RatingAccuracy, RMSE, MovieLens
+from tasks.movielens import MovieLens
+from tasks.movielens.keras_model import PenalizedMSE, RatingAccuracy, RMSE
 
 Y = np.array([[4.0], [3.0], [5.0], [1.0]], np.float32)
 P = np.array([[4.4], [2.0], [5.6], [1.5]], np.float32)  # errors 0.4, -1.0, 0.6, 0.5

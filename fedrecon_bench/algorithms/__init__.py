@@ -12,6 +12,7 @@ NAMES = {
     "centralized": "Centralized",
 }
 ENGINES = ("tff", "fast")
+FINETUNE_VARIABLES = ("all", "local", "global")  # algo.finetune.variables (FedAvg + fine-tuning)
 
 
 def get(name: str, engine: str = "tff"):

@@ -16,9 +16,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from fedrecon_bench import optimizers, splits
+from fedrecon_bench.algorithms import FINETUNE_VARIABLES as VARIABLES
 from fedrecon_bench.errors import UserError
-
-VARIABLES = ("all", "local", "global")
 
 
 class FineTuneEvaluator:

@@ -4,7 +4,9 @@ how clients run (fast/execute.py), the server step and plain measurement.
 """
 from __future__ import annotations
 
+import collections
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +18,22 @@ from fedrecon_bench.fast import optim
 from fedrecon_bench.errors import UserError
 from fedrecon_bench.fast.data import split_parts
 from fedrecon_bench.fast.execute import AXIS, MODES, Executor
+
+
+Weights = collections.namedtuple("Weights", "trainable non_trainable")
+
+
+def use_compilation_cache(cfg) -> str | None:
+    """fast.compilation_cache: JAX's persistent cache of compiled rounds, so a repeated run
+    (a sweep's next seed) loads them instead of compiling; null turns it off."""
+    d = (cfg.get("fast") or {}).get("compilation_cache")
+    if not d:
+        return None
+    d = os.path.expanduser(str(d))
+    jax.config.update("jax_compilation_cache_dir", d)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # cache every round function
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return d
 
 
 def client_mode(cfg, model) -> str:
@@ -39,6 +57,7 @@ class FastAlgorithm:
 
     def __init__(self, task, info: dict, cfg, run_dir: str = "."):
         self.task, self.info, self.cfg, a = task, info, cfg, cfg.algo
+        use_compilation_cache(cfg)
         splits.check(cfg.split.train, "split.train", evaluation=False)
         splits.check(cfg.split.eval, "split.eval", evaluation=True)
         self.m = task.fast_model(info)
@@ -49,11 +68,8 @@ class FastAlgorithm:
         self.exec = Executor(self.mode, self.m.sparse, max_width=min(
             int(fast.get("max_group", 128)), int(getattr(self.m, "max_group", 128))),
             overhead=float(getattr(self.m, "lockstep_overhead", 16.0)))
-        parts = task.keras_parts(info)
-        g0, l0 = self.m.from_keras(parts)  # the same initial values as engine=tff
-        named = dict(zip([id(w) for l in (*parts.global_layers, *parts.local_layers)
-                          for w in l.trainable_weights], (*self.m.global_names, *self.m.local_names)))
-        self.model_order = [named[id(w)] for w in parts.model.trainable_weights]
+        g0, l0 = task.initial_weights(info)  # engine=tff's Keras model starts from the same values
+        self.model_order = list(self.m.model_order)
         self.g0 = {k: jnp.asarray(v) for k, v in g0.items()}
         self.l0 = {k: jnp.asarray(v) for k, v in l0.items()}
         opt = lambda key: optim.build(a[key], f"algo.{key}") if key in a else None
@@ -89,11 +105,8 @@ class FastAlgorithm:
 
     @staticmethod
     def weights_in_order(params: dict, names):
-        """As engine=tff's `global_weights`: a ModelWeights with numpy arrays."""
-        import tensorflow_federated as tff
-
-        return tff.learning.models.ModelWeights(
-            trainable=[np.asarray(params[n]) for n in names], non_trainable=[])
+        """As engine=tff's `global_weights` (TFF's ModelWeights): numpy arrays in order."""
+        return Weights(trainable=[np.asarray(params[n]) for n in names], non_trainable=[])
 
     # --- evaluation ------------------------------------------------------------
     def eval_schedules(self, clients, seen: bool, recon_from=None):

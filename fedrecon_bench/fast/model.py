@@ -5,8 +5,11 @@ Keras model, loss and metrics compute (tests compare the two engines to 1e-5):
 
 - Parameters are dicts name -> array. `global_names` / `local_names` follow the
   order of the Keras model's global / local trainable weights (`KerasParts`), so
-  weights move between the engines by position and both start from the same
-  initial values (`from_keras`).
+  weights move between the engines by position; `model_order` lists all names in
+  the Keras model's own order (what TFF's FedAvg reports).
+- `init(seed)` gives the initial (global, local) values, the one definition both
+  engines start from (fedrecon_bench/fast/init.py; the Keras model is built with
+  these values as Constant initializers).
 - `inputs(examples)` turns one client's example arrays (`ClientSet.examples[i]`)
   into model-ready per-example arrays (leading axis = examples): what
   `task.client_dataset` batches. The engine cuts them into batches of
@@ -33,6 +36,14 @@ class FastModel:
     local_names: tuple[str, ...] = ()
     sparse: dict[str, str] = {}
     batch_size: int = 1
+
+    @property
+    def model_order(self) -> tuple[str, ...]:
+        return (*self.global_names, *self.local_names)
+
+    def init(self, seed: int) -> tuple[dict, dict]:
+        """(global, local) initial values, numpy float32 arrays."""
+        raise NotImplementedError
 
     def inputs(self, examples: dict) -> dict[str, np.ndarray]:
         raise NotImplementedError

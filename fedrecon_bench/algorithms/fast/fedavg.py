@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from fedrecon_bench.algorithms.finetune import VARIABLES
+from fedrecon_bench.algorithms import FINETUNE_VARIABLES as VARIABLES
 from fedrecon_bench.errors import UserError
 from fedrecon_bench.fast import client as fc
 from fedrecon_bench.fast import optim

@@ -1,9 +1,6 @@
-"""MovieLens matrix factorization: item embeddings global, one user embedding local.
-
-Data: the official ml-1m layout (`ratings.dat`, downloaded from GroupLens when
-absent), a ratings CSV (`user_id,item_id,rating[,timestamp]`), or ML-100K
-`u.data`. Preparation is vectorized: one lexsort over all ratings instead of a
-per-user pandas filter.
+"""MovieLens data: reading the three ratings layouts, the download, and the per-user
+populations. Preparation is vectorized: one lexsort over all ratings instead of a
+per-user pandas filter. No TensorFlow here (engine=fast never imports it).
 """
 from __future__ import annotations
 
@@ -19,13 +16,10 @@ import urllib.error
 import urllib.request
 import zipfile
 
-import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
 
 from fedrecon_bench.errors import UserError
-from fedrecon_bench.fast.model import FastModel, masked_mean
-from tasks.base import ClientSet, FederatedData, KerasParts, Task
+from tasks.base import ClientSet
 
 ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
 ML1M_MD5 = "c4d9eecfca2ab87c1945afe126590906"
@@ -288,165 +282,3 @@ def split_examples(users, examples, fractions=(0.8, 0.1)):
             if hi > lo:
                 part.append((u, {k: v[lo:hi] for k, v in ex.items()}))
     return tuple(ClientSet([u for u, _ in p], [e for _, e in p]) for p in parts)
-
-
-class MovieLens(Task):
-    name = "movielens"
-    metric_names = ("loss", "rating_accuracy", "rmse")
-    headline_metric = "rating_accuracy"
-
-    def load(self) -> FederatedData:
-        path = find_ratings_file(self.cfg, self.data_dir)
-        ratings = read_ratings(path)
-        split_by = self.cfg.get("split_by", "user")
-        if split_by not in ("user", "example"):
-            raise UserError(f"task.split_by={split_by!r} is unknown; use user (unseen val/test "
-                            "users) or example (every user's ratings split 80/10/10)")
-        users, examples, num_items, _ = prepare(
-            ratings, self.seed, self.cfg.max_examples_per_user, self.cfg.get("max_users"),
-            by_time=split_by == "example")
-        info = {"num_items": num_items, "ratings_file": path}
-        if split_by == "example":
-            return FederatedData(*split_examples(users, examples), info, split_by="example")
-        tr, va, te = split_users(len(users), self.seed)
-
-        def subset(idx):
-            idx = np.sort(idx)
-            return ClientSet([users[i] for i in idx], [examples[i] for i in idx])
-
-        return FederatedData(subset(tr), subset(va), subset(te),
-                             {"num_items": num_items, "ratings_file": path})
-
-    def client_dataset(self, ex):
-        return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
-            x=ex["item"][:, None], y=ex["rating"][:, None])).batch(self.cfg.batch_size)
-
-    # --- model ------------------------------------------------------------
-    def keras_parts(self, info: dict) -> KerasParts:
-        c, dim = self.cfg, self.cfg.embedding_dim
-        init = lambda k: tf.keras.initializers.RandomUniform(-0.05, 0.05, seed=self.seed * 1000 + k)
-        item_input = tf.keras.layers.Input(shape=[1], dtype=tf.int64, name="item")
-        item_emb = tf.keras.layers.Embedding(info["num_items"], dim, embeddings_initializer=init(1),
-                                             name="item_embedding")
-        user_emb = UserVector(dim, init(2), name="user_embedding")
-        item_vec = tf.keras.layers.Flatten()(item_emb(item_input))
-        user_vec = user_emb(item_input)
-        pred = tf.keras.layers.Dot(axes=1)([user_vec, item_vec])
-        global_layers, local_layers = [item_emb], [user_emb]
-        penalty_terms = [user_vec, item_vec]
-        if c.biases:
-            item_bias = tf.keras.layers.Embedding(info["num_items"], 1, embeddings_initializer="zeros",
-                                                  name="item_bias")
-            user_bias = UserVector(1, "zeros", name="user_bias")
-            ib, ub = tf.keras.layers.Flatten()(item_bias(item_input)), user_bias(item_input)
-            pred = tf.keras.layers.Add()([pred, ib, ub])
-            global_layers.append(item_bias)
-            local_layers.append(user_bias)
-            penalty_terms += [ib, ub]
-        outputs = pred
-        if c.l2 > 0:
-            # TFF's reconstruction loop ignores model.losses, so the L2 penalty on
-            # the factors used by each example travels as a second output column.
-            sq = [tf.reduce_sum(tf.square(t), axis=1, keepdims=True) for t in penalty_terms]
-            penalty = tf.keras.layers.Lambda(lambda ts: c.l2 * tf.add_n(ts))(sq)
-            outputs = tf.keras.layers.Concatenate(axis=1)([pred, penalty])
-        model = tf.keras.Model(inputs=item_input, outputs=outputs)
-        spec = collections.OrderedDict(x=tf.TensorSpec([None, 1], tf.int64),
-                                       y=tf.TensorSpec([None, 1], tf.float32))
-        return KerasParts(model, global_layers, local_layers, spec)
-
-    # --- loss and metrics ---------------------------------------------------
-    def loss_fn(self):
-        return lambda: PenalizedMSE(name="mse")
-
-    def metrics_fn(self):
-        return lambda: [RatingAccuracy(), RMSE()]
-
-    # --- the same model for engine=fast ---------------------------------------
-    def fast_model(self, info: dict) -> "MovieLensFast":
-        return MovieLensFast(self.cfg)
-
-
-class MovieLensFast(FastModel):
-    """keras_parts' model, loss and metrics in JAX (fedrecon_bench/fast/model.py).
-    The item tables are sparse: a client's batches look up a few of their rows."""
-
-    def __init__(self, c):
-        self.biases, self.l2, self.batch_size = bool(c.biases), float(c.l2), int(c.batch_size)
-        self.global_names = ("item_embedding",) + (("item_bias",) if self.biases else ())
-        self.local_names = ("user_embedding",) + (("user_bias",) if self.biases else ())
-        self.sparse = {n: "item" for n in self.global_names}
-
-    def inputs(self, ex):
-        return {"item": ex["item"].astype(np.int32), "rating": ex["rating"]}
-
-    def predict(self, p, batch, train=False, rng=None):
-        item, user = p["item_embedding"], p["user_embedding"]  # [bs, d] rows, [1, d]
-        pred = jnp.sum(user * item, axis=1)
-        terms = [user, item]
-        if self.biases:
-            pred = pred + p["item_bias"][:, 0] + p["user_bias"][0, 0]
-            terms += [p["item_bias"], p["user_bias"]]
-        penalty = self.l2 * sum(jnp.sum(jnp.square(t), axis=1) for t in terms) if self.l2 > 0 else 0.0
-        return pred, penalty
-
-    def loss(self, batch, pred):
-        rating, penalty = pred
-        return masked_mean(jnp.square(batch["rating"] - rating) + penalty, batch["mask"])
-
-    def stats(self, batch, pred):
-        err, m = batch["rating"] - pred[0], batch["mask"]
-        return {"hits": jnp.sum((jnp.abs(err) <= 0.5) * m), "sq_err": jnp.sum(jnp.square(err) * m),
-                "count": jnp.sum(m)}
-
-    def metrics(self, s):
-        n = max(float(s["count"]), 1.0)
-        return {"rating_accuracy": float(s["hits"]) / n, "rmse": math.sqrt(float(s["sq_err"]) / n)}
-
-
-class UserVector(tf.keras.layers.Layer):
-    """One trainable vector for the client's user, broadcast over the batch."""
-
-    def __init__(self, dim, initializer, **kw):
-        super().__init__(**kw)
-        self.dim, self.initializer = dim, tf.keras.initializers.get(initializer)
-
-    def build(self, input_shape):
-        self.vector = self.add_weight(name="kernel", shape=(1, self.dim),
-                                      initializer=self.initializer, trainable=True)
-
-    def call(self, inputs):
-        return tf.broadcast_to(self.vector, [tf.shape(inputs)[0], self.dim])
-
-
-def _pred(y_pred):
-    return y_pred[:, :1]  # column 0 is the rating; column 1 (if any) the L2 penalty
-
-
-class PenalizedMSE(tf.keras.losses.Loss):
-    """Squared error per example, plus the example's L2 penalty when the model emits one."""
-
-    def call(self, y_true, y_pred):
-        se = tf.square(y_true[:, 0] - y_pred[:, 0])
-        if y_pred.shape[-1] == 2:
-            se = se + y_pred[:, 1]
-        return se
-
-
-class RatingAccuracy(tf.keras.metrics.Mean):
-    """Fraction of predictions within 0.5 of the true rating (the tutorial's metric)."""
-
-    def __init__(self, name="rating_accuracy", **kw):
-        super().__init__(name=name, **kw)
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        hit = tf.cast(tf.abs(y_true - _pred(y_pred)) <= 0.5, tf.float32)
-        return super().update_state(hit, sample_weight=sample_weight)
-
-
-class RMSE(tf.keras.metrics.RootMeanSquaredError):
-    def __init__(self, name="rmse", **kw):
-        super().__init__(name=name, **kw)
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        return super().update_state(y_true, _pred(y_pred), sample_weight=sample_weight)

@@ -1,5 +1,5 @@
-"""EMNIST character recognition, one client per writer: the standard TFF EMNIST
-CNN, with a personal user embedding (local) concatenated to its image features.
+"""EMNIST data: LEAF JSON (with its npz cache) or TFF's federated EMNIST, and the
+per-writer populations. No TensorFlow here unless task.source=tff.
 
 Data: LEAF's FEMNIST JSON (`<data_dir>/femnist-leaf/{train,test}/*.json`,
 `task.source=leaf`) or TFF's federated EMNIST (`task.source=tff`, downloaded by
@@ -17,7 +17,6 @@ Populations (`task.split_by`):
 """
 from __future__ import annotations
 
-import collections
 import glob
 import hashlib
 import json
@@ -25,18 +24,13 @@ import logging
 import os
 import stat
 import tempfile
-import time
 import zipfile
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
 
 from fedrecon_bench.errors import UserError
-from fedrecon_bench.fast.model import FastModel, masked_mean
-from tasks.base import ClientSet, FederatedData, KerasParts, Task
-from tasks.movielens import UserVector, split_users
+from tasks.base import ClientSet
+from tasks.movielens.data import split_users
 
 log = logging.getLogger(__name__)
 
@@ -384,189 +378,3 @@ def check_task_config(c) -> None:
         raise UserError(f"task.user_embedding_dim={d!r} must be an integer >= 1")
     if c.get("conv", "lax") not in ("lax", "patches"):
         raise UserError(f"task.conv={c.conv!r} is unknown; use lax or patches")
-
-
-class EMNIST(Task):
-    name = "emnist"
-    metric_names = ("loss", "accuracy")
-    headline_metric = "accuracy"
-
-    @property
-    def num_classes(self) -> int:
-        return 10 if self.cfg.only_digits else NUM_CLASSES
-
-    def load(self) -> FederatedData:
-        c = self.cfg
-        check_task_config(c)
-        data_dir = os.path.expanduser(str(self.data_dir))
-        t0 = time.perf_counter()
-        info = {"num_classes": self.num_classes, "source": c.source}
-        if c.source == "leaf":
-            root = os.path.join(data_dir, "femnist-leaf")
-            train_dir, test_dir = os.path.join(root, "train"), os.path.join(root, "test")
-            if not leaf_files(train_dir):
-                raise UserError(
-                    f"{train_dir}: no LEAF FEMNIST *.json files; set FEDRECON_BENCH_DATA (or "
-                    f"data_dir=) to a folder with femnist-leaf/train/*.json and femnist-leaf/test/*.json, "
-                    f"or use task.source=tff")
-            dirs = cache_dirs(root, c.get("cache_dir"))
-            (tr, hit_tr), (te, hit_te) = (load_leaf_folder(train_dir, dirs),
-                                          load_leaf_folder(test_dir, dirs))
-            train_w, test_w = group_by_writer(*tr), group_by_writer(*te)
-            info["cache"] = {"train": hit_tr, "test": hit_te}
-            unify_pixels(train_w, test_w)
-        else:
-            train_w, test_w = load_tff_emnist(bool(c.only_digits), os.path.join(data_dir, "emnist-tff"))
-        t1 = time.perf_counter()
-        train, val, test = build_populations(train_w, test_w, c.split_by, self.seed,
-                                             c.max_examples_per_user, bool(c.only_digits))
-        info.update(read_s=round(t1 - t0, 3), load_s=round(time.perf_counter() - t0, 3))
-        log.info("emnist: %d/%d/%d train/val/test writers, %d train images; read %.2f s "
-                 "(cache %s), prepared in %.2f s", len(train), len(val), len(test),
-                 train.num_examples, info["read_s"], info.get("cache", "n/a"), info["load_s"])
-        for name, pop in (("val", val), ("test", test)):
-            # FedRecon-style evaluation reconstructs on even batches and measures on odd
-            # ones; a one-batch client is measured on nothing (metrics then read 0).
-            short = sum(len(ex["y"]) <= c.batch_size for ex in pop.examples)
-            if short:
-                log.warning("emnist: %d of %d %s writers have <= task.batch_size=%d examples (one "
-                            "batch), so an even/odd evaluation split measures nothing on them; "
-                            "lower task.batch_size (split_by=example halves ~16 LEAF test images)",
-                            short, len(pop), name, c.batch_size)
-        return FederatedData(train, val, test, info, split_by=c.split_by)
-
-    def client_dataset(self, ex):
-        # Batched once, never reshuffled: FedRecon's split (even batches reconstruct,
-        # odd ones train/measure) must see the same batches on every pass. The
-        # examples were shuffled (seeded) in build_populations.
-        x, scale = ex["x"], 1.0 / 255.0 if ex["x"].dtype == np.uint8 else 1.0
-
-        def to_model(x, y):
-            x = tf.reshape(tf.cast(x, tf.float32) * scale, [-1, 28, 28, 1])
-            return collections.OrderedDict(x=x, y=tf.reshape(tf.cast(y, tf.int32), [-1, 1]))
-
-        return (tf.data.Dataset.from_tensor_slices((x, ex["y"]))
-                .batch(self.cfg.batch_size).map(to_model))
-
-    # --- model ------------------------------------------------------------
-    def keras_parts(self, info: dict) -> KerasParts:
-        c, L = self.cfg, tf.keras.layers
-        seed = lambda k: self.seed * 1000 + k  # as movielens: every initializer from the run seed
-        glorot = lambda k: tf.keras.initializers.GlorotUniform(seed=seed(k))
-        pixels = L.Input(shape=(28, 28, 1), name="pixels")
-        conv1 = L.Conv2D(32, 3, activation="relu", kernel_initializer=glorot(1), name="conv1")
-        conv2 = L.Conv2D(64, 3, activation="relu", kernel_initializer=glorot(2), name="conv2")
-        dense = L.Dense(128, activation="relu", kernel_initializer=glorot(3), name="dense")
-
-        def drop(rate, k):  # task.dropout=false: no Dropout layer at all (it has no weights)
-            return L.Dropout(rate, seed=seed(k)) if c.dropout else (lambda h: h)
-
-        h = L.MaxPool2D(2)(conv2(conv1(pixels)))
-        h = L.Flatten()(drop(0.25, 4)(h))
-        h = drop(0.5, 5)(dense(h))
-        local_layers = []
-        if c.user_embedding:
-            # Zero start: before reconstruction the model is exactly the global CNN.
-            user = UserVector(c.user_embedding_dim, "zeros", name="user_embedding")
-            h = L.Concatenate(name="features_and_user")([h, user(pixels)])
-            local_layers = [user]
-        # Logits; the loss applies the softmax (from_logits=True, numerically stabler).
-        out = L.Dense(self.num_classes, kernel_initializer=glorot(6), name="logits")
-        model = tf.keras.Model(inputs=pixels, outputs=out(h))
-        spec = collections.OrderedDict(x=tf.TensorSpec([None, 28, 28, 1], tf.float32),
-                                       y=tf.TensorSpec([None, 1], tf.int32))
-        return KerasParts(model, [conv1, conv2, dense, out], local_layers, spec)
-
-    # --- loss and metrics ---------------------------------------------------
-    def loss_fn(self):
-        return lambda: tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-    def metrics_fn(self):
-        return lambda: [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-
-    # --- the same model for engine=fast ---------------------------------------
-    def fast_model(self, info: dict) -> "EmnistFast":
-        if "cpu" in {d.platform for d in jax.devices()}:
-            log.warning("emnist: engine=fast computes what engine=tff does but is far slower on "
-                        "CPU (XLA convolutions inside compiled loops; README 'Engines'); "
-                        "engine=tff is this task's default")
-        return EmnistFast(self.cfg, self.num_classes)
-
-
-def _dropout(h, rate: float, key):
-    """Keras' inverted dropout: zero with probability `rate`, scale the rest by 1/(1-rate)."""
-    keep = jax.random.bernoulli(key, 1.0 - rate, h.shape)
-    return jnp.where(keep, h / (1.0 - rate), 0.0)
-
-
-def _conv_lax(h, kernel):
-    """Keras' Conv2D (VALID, stride 1) as XLA's convolution."""
-    return jax.lax.conv_general_dilated(h, kernel, (1, 1), "VALID",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-def _conv_patches(h, kernel):
-    """The same convolution as shifted slices concatenated (im2col), then one matmul: its
-    gradient is matmuls too, which XLA:CPU runs fast inside a compiled loop."""
-    kh, kw, ci, co = kernel.shape
-    H, W = h.shape[1] - kh + 1, h.shape[2] - kw + 1
-    cols = jnp.concatenate([h[:, i:i + H, j:j + W, :] for i in range(kh) for j in range(kw)], axis=-1)
-    return cols @ kernel.reshape(kh * kw * ci, co)
-
-
-class EmnistFast(FastModel):
-    """keras_parts' CNN, loss and metrics in JAX (fedrecon_bench/fast/model.py)."""
-
-    global_names = ("conv1/kernel", "conv1/bias", "conv2/kernel", "conv2/bias",
-                    "dense/kernel", "dense/bias", "logits/kernel", "logits/bias")
-    client_mode = "host"  # CPU: conv gradients inside a compiled loop run several times slower (README)
-    max_group = 16        # vmapped groups (fast.clients=vmap, GPUs): bound the activations
-
-    def __init__(self, c, num_classes: int):
-        self.num_classes, self.batch_size = num_classes, int(c.batch_size)
-        self.dropout = bool(c.dropout)
-        self.local_names = ("user_embedding",) if c.user_embedding else ()
-        self.conv = {"lax": _conv_lax, "patches": _conv_patches}[c.get("conv", "lax")]
-
-    def inputs(self, ex):
-        # As client_dataset: uint8 pixels are k/255 (see compact_pixels), float ones already 0..1.
-        scale = np.float32(1.0 / 255.0 if ex["x"].dtype == np.uint8 else 1.0)
-        x = ex["x"].astype(np.float32) * scale
-        return {"x": x.reshape(-1, 28, 28, 1), "y": np.asarray(ex["y"]).reshape(-1).astype(np.int32)}
-
-    def predict(self, p, batch, train=False, rng=None):
-        """Logits [bs, num_classes]; dropout only when training (needs `rng`)."""
-        conv = lambda h, name: jax.nn.relu(self.conv(h, p[name + "/kernel"]) + p[name + "/bias"])
-        h = conv(conv(batch["x"], "conv1"), "conv2")
-        # MaxPool2D(2) as a max over reshaped 2x2 blocks: the same values, and its gradient is
-        # elementwise, where reduce_window's (select-and-scatter) is slow on XLA:CPU.
-        b, H, W, C = h.shape
-        h = jnp.max(h.reshape(b, H // 2, 2, W // 2, 2, C), axis=(2, 4))
-        drop = train and self.dropout
-        if drop:
-            if rng is None:
-                raise ValueError("EmnistFast.predict(train=True) with dropout needs a PRNG key `rng`")
-            k1, k2 = jax.random.split(rng)
-            h = _dropout(h, 0.25, k1)
-        h = h.reshape(h.shape[0], -1)  # NHWC row-major, as Keras' Flatten
-        h = jax.nn.relu(h @ p["dense/kernel"] + p["dense/bias"])
-        if drop:
-            h = _dropout(h, 0.5, k2)
-        if self.local_names:
-            user = jnp.broadcast_to(p["user_embedding"], (h.shape[0], p["user_embedding"].shape[1]))
-            h = jnp.concatenate([h, user], axis=1)
-        return h @ p["logits/kernel"] + p["logits/bias"]
-
-    def loss(self, batch, logits):
-        # Sparse softmax cross-entropy from logits, as SparseCategoricalCrossentropy(from_logits=True).
-        nll = jax.nn.logsumexp(logits, axis=1) - jnp.take_along_axis(
-            logits, batch["y"][:, None], axis=1)[:, 0]
-        return masked_mean(nll, batch["mask"])
-
-    def stats(self, batch, logits):
-        m = batch["mask"]
-        return {"hits": jnp.sum((jnp.argmax(logits, axis=1) == batch["y"]) * m), "count": jnp.sum(m)}
-
-    def metrics(self, s):
-        n = float(s["count"])
-        return {"accuracy": float(s["hits"]) / n if n else 0.0}

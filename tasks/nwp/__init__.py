@@ -1,0 +1,247 @@
+"""Next-word prediction with local out-of-vocabulary (OOV) embeddings (issue #5).
+
+Each user keeps its own embeddings for the words outside the shared vocabulary:
+the K OOV-bucket rows of the input embedding are FedRecon *local* variables,
+reconstructed on the device and never sent to the server; everything else is
+global. The model is the FedRecon paper's Stack Overflow LSTM.
+
+Token ids (a fixed layout; V = `task.vocab_size`, K = `task.num_oov_buckets`):
+
+    0              pad (masked in the loss and in every metric)
+    1 .. V         vocabulary words, most frequent first (ties: alphabetical)
+    V+1 .. V+K     OOV buckets: word w goes to V+1 + (md5(w) mod K) (see `oov_id`)
+    V+K+1          BOS, the first input of every sequence (never a label)
+    V+K+2          EOS, the label after a snippet's last word
+
+so the logits cover V+K+3 ids. (The paper's public code keeps `id < V+3` global
+and `id >= V+3` local, which puts the first two OOV buckets in the global
+embedding and BOS/EOS in the local one; here the boundary is the layout's.)
+
+The vocabulary is the V most frequent words of the TRAINING clients only (val
+and test clients never contribute). If those clients have fewer than V distinct
+words, the remaining word ids are simply never produced. The OOV hash is the
+first 8 bytes of the word's UTF-8 md5 (big-endian) mod K, the same in every
+process and on every machine (Python's `hash()` is salted per process).
+
+Tokenizer (Shakespeare): lowercase, then a word is a maximal run of letters or
+digits, optionally joined by single apostrophes inside it (`master's`, `o'er`,
+`i'll` are one word each). Everything else -- whitespace and punctuation
+including hyphens and leading/trailing apostrophes -- separates words and is
+dropped. Stack Overflow text is already tokenized by TFF (lowercased,
+punctuation as separate tokens), so it is split on spaces as the paper does.
+
+Sequences. Shakespeare: each snippet (one line of dialogue) becomes
+`BOS w1 .. wn EOS` and is cut into windows of `seq_len + 1` tokens taken every
+`seq_len` tokens (consecutive windows share one token, so every next-word
+transition is a target exactly once); `x` is the first `seq_len` tokens of a
+window, `y` the last `seq_len` (x shifted by one), both right-padded with 0.
+Stack Overflow (the paper's code): one sequence per sentence,
+`BOS + first seq_len words + EOS` (EOS only when the sentence is shorter),
+truncated to seq_len + 1 tokens. `task.max_elements_per_user` keeps each
+client's first N sequences (Shakespeare, in play order) or first N sentences
+(Stack Overflow, then sorted by creation date, as the paper's code does).
+
+Model: input embedding (global part for ids outside V+1..V+K, local part with
+exactly K rows for the OOV ids, selected per token), LSTM(`lstm_units`,
+return sequences), Dense projection to `projection_dim`, Dense logits over all
+V+K+3 ids. `task.local_oov_output=true` also splits the logits layer: the K
+OOV columns come from a local Dense, the other V+3 from a global one.
+`task.local_oov=false` keeps the same architecture with every layer global
+(the all-global / FedAvg-style comparison). No Keras masking is needed: pads
+only ever follow a sequence's real tokens and the LSTM reads left to right.
+
+Loss and metrics (all keras, aggregated across clients by summing their
+variables, then dividing; pad positions excluded everywhere):
+
+    loss                    cross-entropy of the logits vs the true next id,
+                            averaged over the batch's non-pad positions; TFF
+                            reports the mean of that over batches (as for MovieLens)
+    accuracy                argmax == label, over positions whose label != pad
+                            (OOV labels included: predicting the right bucket counts)
+    accuracy_no_oov         same, over positions whose label is neither pad nor an
+                            OOV bucket; predicting an OOV bucket there is simply wrong
+                            (TFF/paper `accuracy_no_oov`)
+    accuracy_no_oov_no_eos  same, also excluding EOS labels (paper
+                            `accuracy_no_oov_or_eos`; BOS is never a label)
+    num_tokens              the number of non-pad label positions
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from fedrecon_bench.errors import UserError
+from tasks.base import ClientSet, FederatedData, KerasParts, Task
+from tasks.nwp.data import (SOURCES, SPLIT_BY, TOKENIZER_VERSION, Encoder, Layout, _rows,  # noqa: F401
+                            _writable, build_vocab, cached_vocab, client_examples, load_stackoverflow_raw,
+                            md5sum, oov_id, read_snippets_h5, split_users, stackoverflow_client_sentences,
+                            tokenize, truncated_chunk, window_chunks)
+from tasks.nwp.fast_model import NwpFast
+
+
+class NWP(Task):
+    name = "nwp"
+    metric_names = ("loss", "accuracy", "accuracy_no_oov", "accuracy_no_oov_no_eos", "num_tokens")
+    headline_metric = "accuracy_no_oov"
+
+    def __init__(self, cfg, data_dir: str, seed: int):
+        super().__init__(cfg, data_dir, seed)
+        self.layout = Layout(cfg.vocab_size, cfg.num_oov_buckets)
+
+    # --- config -----------------------------------------------------------
+    def check_config(self) -> None:
+        c = self.cfg
+        for key in ("vocab_size", "num_oov_buckets", "seq_len", "embedding_dim",
+                    "lstm_units", "projection_dim", "batch_size", "lstm_unroll"):
+            v = c.get(key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise UserError(f"task.{key}={v!r} must be an integer >= 1")
+        for key in ("max_elements_per_user", "max_users"):
+            v = c.get(key)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise UserError(f"task.{key}={v!r} must be an integer >= 1 or null (no cap)")
+        if c.source not in SOURCES:
+            raise UserError(f"task.source={c.source!r} is unknown; use one of {', '.join(SOURCES)}")
+        if c.split_by not in SPLIT_BY:
+            raise UserError(f"task.split_by={c.split_by!r} is unknown; use one of {', '.join(SPLIT_BY)}")
+        for key in ("local_oov", "local_oov_output"):
+            if not isinstance(c.get(key), bool):
+                raise UserError(f"task.{key}={c.get(key)!r} must be true or false")
+
+    # --- data -------------------------------------------------------------
+    def load(self) -> FederatedData:
+        self.check_config()
+        if self.cfg.source == "stackoverflow":
+            return self._load_stackoverflow()
+        return self._load_shakespeare()
+
+    def _cache_dirs(self, sub: str) -> list[str]:
+        if self.cfg.get("cache_dir"):
+            return [os.path.expanduser(str(self.cfg.cache_dir))]
+        return [os.path.join(os.path.expanduser(self.data_dir), sub),
+                os.path.join(os.path.expanduser("~/.cache/fedrecon_bench"), sub)]
+
+    def _load_shakespeare(self) -> FederatedData:
+        c, lay = self.cfg, self.layout
+        root = os.path.join(os.path.expanduser(self.data_dir), "shakespeare")
+        paths = {s: os.path.join(root, f"shakespeare_{s}.h5") for s in ("train", "test")}
+        raw = {s: read_snippets_h5(p) for s, p in paths.items()}
+        ids = sorted(cid for cid, snips in raw["train"].items() if snips)  # roles with train data
+        if c.get("max_users"):
+            ids = ids[:c.max_users]
+        if not ids:
+            raise UserError(f"{paths['train']}: no client has any snippet; expected TFF's "
+                            "federated Shakespeare")
+        words = {s: {cid: [tokenize(t) for t in raw[s].get(cid, [])] for cid in ids}
+                 for s in ("train", "test")}
+
+        if c.split_by == "user":
+            tr, va, te = (np.sort(p) for p in split_users(len(ids), self.seed))
+            groups = {"train": [ids[i] for i in tr], "val": [ids[i] for i in va],
+                      "test": [ids[i] for i in te]}
+            # Unseen users: a client's whole data (train + test snippets) is in one population.
+            data = {name: {cid: words["train"][cid] + words["test"][cid] for cid in members}
+                    for name, members in groups.items()}
+        else:
+            data = {"train": {cid: words["train"][cid] for cid in ids}, "val": {}, "test": {}}
+            for cid in ids:  # seen users: the test snippets, first half val, second half test
+                t = words["test"][cid]
+                data["val"][cid], data["test"][cid] = t[:len(t) // 2], t[len(t) // 2:]
+
+        key = {"source": "shakespeare", "train_md5": md5sum(paths["train"]),
+               "test_md5": md5sum(paths["test"]), "split_by": c.split_by, "seed": self.seed,
+               "vocab_size": lay.V, "max_users": c.get("max_users"),
+               "tokenizer": TOKENIZER_VERSION}
+        vocab, vocab_file = cached_vocab(
+            key, self._cache_dirs("shakespeare"),
+            lambda: build_vocab((w for snips in data["train"].values() for w in snips), lay.V))
+        enc = Encoder(vocab, lay)
+
+        seq_len, cap = int(c.seq_len), c.get("max_elements_per_user")  # plain ints: hot loop
+        to_chunks = lambda words: window_chunks(enc.ids(words), seq_len, lay)
+
+        def client_set(clients: dict) -> ClientSet:
+            out_ids, examples = [], []
+            for cid, snips in clients.items():
+                ex = client_examples(snips, to_chunks, seq_len, cap)
+                if len(ex["x"]):
+                    out_ids.append(cid)
+                    examples.append(ex)
+            return ClientSet(out_ids, examples)
+
+        sets = {name: client_set(data[name]) for name in ("train", "val", "test")}
+        info = {"source": "shakespeare", "vocab_words": len(vocab), "vocab_file": vocab_file,
+                "num_ids": lay.num_ids}
+        return FederatedData(sets["train"], sets["val"], sets["test"], info, c.split_by)
+
+    def _load_stackoverflow(self) -> FederatedData:
+        """TFF's Stack Overflow (downloaded by TFF into the cache dir). Every
+        client is read eagerly: the full 342K-user training set takes hours, so
+        `task.max_users` caps each population for anything but the paper run."""
+        c, lay = self.cfg, self.layout
+        cache = self._cache_dirs("stackoverflow")
+        cache = next((d for d in cache if _writable(d)), cache[-1])
+        train_cd, heldout_cd, test_cd, counts = load_stackoverflow_raw(cache, lay.V)
+        vocab = list(counts.keys())[:lay.V]  # word counts are over training users only
+        enc = Encoder(vocab, lay)
+        cap, n, seq_len = c.get("max_elements_per_user"), c.get("max_users"), int(c.seq_len)
+        to_chunks = lambda sent: [truncated_chunk(enc.ids(sent.split()), seq_len, lay)]
+
+        def client_set(cd, ids, part=None) -> ClientSet:
+            out_ids, examples = [], []
+            for cid in ids:
+                sents = stackoverflow_client_sentences(cd, cid, cap)
+                if part is not None:  # seen users: first half by date val, second half test
+                    sents = sents[:len(sents) // 2] if part == 0 else sents[len(sents) // 2:]
+                ex = client_examples(sents, to_chunks, seq_len, None)
+                if len(ex["x"]):
+                    out_ids.append(cid)
+                    examples.append(ex)
+            return ClientSet(out_ids, examples)
+
+        train_ids = sorted(train_cd.client_ids)[:n]
+        train = client_set(train_cd, train_ids)
+        if c.split_by == "user":
+            # Unseen users: TFF's held-out users (user_id % 10 == 0), halved by a seeded shuffle.
+            held = sorted(heldout_cd.client_ids)
+            perm = np.random.default_rng([self.seed, 3]).permutation(len(held))
+            held = [held[i] for i in perm][:2 * n if n else None]
+            half = len(held) // 2
+            val, test = client_set(heldout_cd, sorted(held[:half])), client_set(heldout_cd, sorted(held[half:]))
+        else:
+            # Seen users: the same users' posts after 2018-01-01 (TFF's test split), halved by date.
+            later = sorted(set(test_cd.client_ids) & set(train_ids))
+            val, test = client_set(test_cd, later, part=0), client_set(test_cd, later, part=1)
+        info = {"source": "stackoverflow", "vocab_words": len(vocab), "num_ids": lay.num_ids}
+        return FederatedData(train, val, test, info, c.split_by)
+
+    def fast_model(self, info: dict) -> NwpFast:
+        return NwpFast(self.cfg, self.layout)
+
+    # --- engine=tff (Keras) -----------------------------------------------------
+    def client_dataset(self, ex):
+        from tasks.nwp import keras_model
+
+        return keras_model.client_dataset(ex, self.cfg.batch_size)
+
+    def keras_parts(self, info: dict) -> KerasParts:
+        from tasks.nwp import keras_model
+
+        return keras_model.keras_parts(self.cfg, self.layout, *self.initial_weights(info))
+
+    def loss_fn(self):
+        from tasks.nwp.keras_model import MaskedCrossEntropy
+
+        return lambda: MaskedCrossEntropy(name="masked_cross_entropy")
+
+    def metrics_fn(self):
+        from tasks.nwp.keras_model import MaskedAccuracy, NumTokens
+
+        V, K = self.layout.V, self.layout.K
+        return lambda: [
+            MaskedAccuracy(V, K, name="accuracy"),
+            MaskedAccuracy(V, K, mask_oov=True, name="accuracy_no_oov"),
+            MaskedAccuracy(V, K, mask_oov=True, mask_eos=True, name="accuracy_no_oov_no_eos"),
+            NumTokens(name="num_tokens"),
+        ]

@@ -1,0 +1,126 @@
+"""The next-word-prediction LSTM in JAX for engine=fast, and the initial weights both
+engines start from."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fedrecon_bench.fast import init
+from fedrecon_bench.fast.model import FastModel, masked_mean
+from tasks.nwp.data import Layout
+
+
+class NwpFast(FastModel):
+    """keras_model's model, loss and metrics in JAX (fedrecon_bench/fast/model.py).
+    All parameters are dense (no `sparse`): the logits layer reads every id's column
+    for every token anyway."""
+    client_mode = "sequential"  # measured: clients one after another beat batched small matmuls on CPU
+
+    ACCURACIES = {"accuracy": (False, False), "accuracy_no_oov": (True, False),
+                  "accuracy_no_oov_no_eos": (True, True)}  # name: (mask_oov, mask_eos)
+
+    def __init__(self, c, layout: Layout):
+        self.V, self.K, self.batch_size = layout.V, layout.K, int(c.batch_size)
+        self.unroll = int(c.get("lstm_unroll", 1))
+        self.dims = (int(c.embedding_dim), int(c.lstm_units), int(c.projection_dim))
+        self.split_output = bool(c.local_oov_output)
+        out = ("logits_global", "logits_oov_local") if self.split_output else ("logits", None)
+        dense = lambda n: (f"{n}/kernel", f"{n}/bias")
+        # The order of keras_parts' layers and, within each, of its trainable weights.
+        glob = ("embedding_global", "lstm/kernel", "lstm/recurrent_kernel", "lstm/bias",
+                *dense("projection"), *dense(out[0]))
+        loc = ("embedding_oov_local",) + (dense(out[1]) if self.split_output else ())
+        self.global_names, self.local_names = (glob, loc) if c.local_oov else (glob + loc, ())
+
+    @property
+    def model_order(self):  # Keras creates the global embedding, then the local one, ...
+        names = ("embedding_global", "embedding_oov_local", "lstm/kernel", "lstm/recurrent_kernel",
+                 "lstm/bias", "projection/kernel", "projection/bias")
+        dense = lambda n: (f"{n}/kernel", f"{n}/bias")
+        return names + (dense("logits_global") + dense("logits_oov_local") if self.split_output
+                        else dense("logits"))
+
+    def init(self, seed: int):
+        """Keras' initializers (the same distributions): uniform +-0.05 embeddings, Glorot
+        kernels, an orthogonal recurrent kernel, zero biases but the LSTM's forget gate 1."""
+        (E, U, P), V, K = self.dims, self.V, self.K
+        w = {"embedding_global": init.uniform(seed, 1, (V + 3, E)),
+             "embedding_oov_local": init.uniform(seed, 2, (K, E)),
+             "lstm/kernel": init.glorot(seed, 3, (E, 4 * U)),
+             "lstm/recurrent_kernel": init.orthogonal(seed, 4, (U, 4 * U)),
+             "lstm/bias": init.lstm_bias(U),
+             "projection/kernel": init.glorot(seed, 5, (U, P)),
+             "projection/bias": init.zeros(P)}
+        outs = ((("logits_global", V + 3, 6), ("logits_oov_local", K, 7)) if self.split_output
+                else (("logits", V + K + 3, 6),))
+        for name, n, k in outs:
+            w[f"{name}/kernel"], w[f"{name}/bias"] = init.glorot(seed, k, (P, n)), init.zeros(n)
+        return ({n: w[n] for n in self.global_names}, {n: w[n] for n in self.local_names})
+
+    def inputs(self, ex):
+        return {"x": ex["x"].astype(np.int32), "y": ex["y"].astype(np.int32)}
+
+    def predict(self, p, batch, train=False, rng=None):
+        V, K, ids = self.V, self.K, batch["x"]
+        # GlobalTokenEmbedding / LocalOOVEmbedding / SelectOOV: unselected rows get no gradient.
+        g = p["embedding_global"][jnp.where(ids > V + K, ids - K, jnp.clip(ids, 0, V))]
+        loc = p["embedding_oov_local"][jnp.clip(ids - (V + 1), 0, K - 1)]
+        emb = jnp.where(self._is_oov(ids)[..., None], loc, g)
+        h = _lstm(p["lstm/kernel"], p["lstm/recurrent_kernel"], p["lstm/bias"], emb, self.unroll)
+        h = h @ p["projection/kernel"] + p["projection/bias"]
+        if not self.split_output:
+            return h @ p["logits/kernel"] + p["logits/bias"]
+        gl = h @ p["logits_global/kernel"] + p["logits_global/bias"]
+        ll = h @ p["logits_oov_local/kernel"] + p["logits_oov_local/bias"]
+        return jnp.concatenate([gl[..., :V + 1], ll, gl[..., V + 1:]], axis=-1)  # MergeOOVLogits
+
+    def _is_oov(self, ids):
+        return (ids >= self.V + 1) & (ids <= self.V + self.K)
+
+    def _keep(self, batch):
+        """Label positions that count: not pad, and not in a padding sequence."""
+        return (batch["y"] != 0) & (batch["mask"][:, None] > 0)
+
+    def loss(self, batch, logits):
+        y = batch["y"]
+        ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), y[..., None], axis=-1)[..., 0]
+        return masked_mean(ce, self._keep(batch).astype(ce.dtype))
+
+    def stats(self, batch, logits):
+        y, keep = batch["y"], self._keep(batch)
+        hit = jnp.argmax(logits, axis=-1) == y
+        count = lambda a: jnp.sum(a, dtype=jnp.float32)  # the engine tallies in float32
+        out = {"num_tokens": count(keep)}
+        for name, (mask_oov, mask_eos) in self.ACCURACIES.items():
+            k = keep
+            if mask_oov:
+                k = k & ~self._is_oov(y)
+            if mask_eos:
+                k = k & (y != self.V + self.K + 2)
+            out[f"{name}/hits"], out[f"{name}/count"] = count(hit & k), count(k)
+        return out
+
+    def metrics(self, s):
+        ratio = lambda hits, count: float(hits) / float(count) if count else 0.0  # Keras: divide_no_nan
+        out = {n: ratio(s[f"{n}/hits"], s[f"{n}/count"]) for n in self.ACCURACIES}
+        return {**out, "num_tokens": int(round(float(s["num_tokens"])))}
+
+
+def _lstm(kernel, recurrent_kernel, bias, x, unroll: int = 1):
+    """Keras LSTM(return_sequences=True) from zero states: gates i, f, c, o;
+    tanh activation, sigmoid recurrent activation. x [bs, T, in] -> [bs, T, units].
+    unroll: time steps per loop iteration (seq_len = fully unrolled)."""
+    units = recurrent_kernel.shape[0]
+    zx = jnp.swapaxes(x @ kernel + bias, 0, 1)  # input projections of all steps at once: [T, bs, 4u]
+
+    def step(carry, z):
+        h, c = carry
+        i, f, g, o = jnp.split(z + h @ recurrent_kernel, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return (h, c), h
+
+    zeros = jnp.zeros((x.shape[0], units), zx.dtype)
+    _, hs = jax.lax.scan(step, (zeros, zeros), zx, unroll=unroll)
+    return jnp.swapaxes(hs, 0, 1)
