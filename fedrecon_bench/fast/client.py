@@ -50,11 +50,13 @@ class Client:
         return {n: (p[batch[fields[n]]] if n in fields else p) for n, p in params.items()}
 
     def _tally(self, batch, pred, loss, v, stats: bool = True):
-        """Metric sums of one step (v = 0 for a lockstep step past the client's own)."""
+        """Metric sums of one step (v = 0 for a lockstep step past the client's own);
+        none at all without stats (reconstruction reports nothing: no work in its loop)."""
+        if not stats:
+            return {}
         n = jnp.sum(batch["mask"])
-        s = {k: v * x for k, x in self.m.stats(batch, pred).items()} if stats else {}
-        return {"stats": s, "loss_sum": v * loss, "batches": v, "loss_x_sum": v * loss * n,
-                "examples": v * n}
+        return {"stats": {k: v * x for k, x in self.m.stats(batch, pred).items()}, "loss_sum": v * loss,
+                "batches": v, "loss_x_sum": v * loss * n, "examples": v * n}
 
     def _count(self, v):
         if self.counter is not None:  # one call per computed step; vmapped: per lane
@@ -126,7 +128,6 @@ class Client:
         ids = {n: steps[f] for n, f in self._fields(trainable, local).items()}
         one_pass = bool(ids) and sched.once and opt.plain_sgd
         rows0 = {n: trainable[n][i] for n, i in ids.items()} if one_pass else {}
-
         def body(s, v, c):
             tr, ostate, tally, moved = c
             self._count(v)
@@ -155,7 +156,7 @@ class Client:
     def train(self, trainable: dict, frozen: dict, opt, data: dict, sched, rng, local: bool,
               stats: bool = True):
         """SGD steps on `trainable` over a Schedule (fast/data.py) of `data`'s batches; returns
-        (trainable, tally). stats=False: no metrics (reconstruction reports none)."""
+        (trainable, tally). stats=False: no metrics, an empty tally (reconstruction)."""
         keys = jax.random.split(rng, sched.idx.shape[0])
         carry = (trainable, opt.init(trainable), self._zero({**frozen, **trainable}, data, local, stats))
         if self.host:

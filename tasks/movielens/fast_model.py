@@ -38,7 +38,7 @@ class MovieLensFast(FastModel):
 
     def predict(self, p, batch, train=False, rng=None):
         item, user = p["item_embedding"], p["user_embedding"]  # [bs, d] rows, [1, d]
-        pred = jnp.sum(user * item, axis=1)
+        pred = item @ user[0]  # a dot product per row: one XLA dot (measured faster than sum(*))
         terms = [user, item]
         if self.biases:
             pred = pred + p["item_bias"][:, 0] + p["user_bias"][0, 0]
