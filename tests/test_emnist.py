@@ -151,7 +151,7 @@ def test_second_load_comes_from_the_cache_without_parsing(leaf_dir, tmp_path, mo
     def no_parse(path):
         raise AssertionError(f"JSON parsed again: {path}")
 
-    monkeypatch.setattr(em, "read_leaf_file", no_parse)
+    monkeypatch.setattr(em.data, "read_leaf_file", no_parse)
     second = load(leaf_dir, tmp_path / "cache")
     assert second.info["cache"] == {"train": "hit", "test": "hit"}
     for a, b in ((first.train, second.train), (first.val, second.val), (first.test, second.test)):
@@ -180,7 +180,7 @@ def test_changed_file_invalidates_the_cache(tmp_path):
 
 def test_read_only_data_dir_falls_back_to_the_home_cache(tmp_path, monkeypatch):
     write_leaf(tmp_path / "d", fixture_shards())
-    monkeypatch.setattr(em, "FALLBACK_CACHE", str(tmp_path / "home-cache"))
+    monkeypatch.setattr(em.data, "FALLBACK_CACHE", str(tmp_path / "home-cache"))
     leaf = tmp_path / "d" / "femnist-leaf"
     leaf.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP)  # r-x, as the shared data
     try:

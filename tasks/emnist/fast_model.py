@@ -46,6 +46,11 @@ class EmnistFast(FastModel):
         self.user_dim = int(c.user_embedding_dim)
         self.conv = {"lax": _conv_lax, "patches": _conv_patches}[c.get("conv", "lax")]
 
+    @property
+    def model_order(self):  # Keras: the user embedding is created before the logits layer
+        g = self.global_names
+        return g[:6] + self.local_names + g[6:]
+
     def init(self, seed: int):
         """Glorot kernels, zero biases; the user embedding starts at zero, so before
         reconstruction the model is exactly the global CNN."""

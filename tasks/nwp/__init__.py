@@ -94,7 +94,7 @@ class NWP(Task):
         c = self.cfg
         for key in ("vocab_size", "num_oov_buckets", "seq_len", "embedding_dim",
                     "lstm_units", "projection_dim", "batch_size", "lstm_unroll"):
-            v = c.get(key)
+            v = c.get(key, 1 if key == "lstm_unroll" else None)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise UserError(f"task.{key}={v!r} must be an integer >= 1")
         for key in ("max_elements_per_user", "max_users"):
