@@ -77,7 +77,7 @@ def _save(fig, out_dir, stem) -> list[str]:
 # Any task: the federated populations as the benchmark builds them
 # --------------------------------------------------------------------------
 def client_sizes(data) -> dict[str, np.ndarray]:
-    return {s: np.array([len(next(iter(e.values()))) for e in getattr(data, s).examples], int)
+    return {s: np.asarray(getattr(data, s).sizes, int)
             for s in ("train", "val", "test")}
 
 
@@ -126,7 +126,7 @@ def explore_populations(cfg, data, out_dir: str, report: list[str]) -> list[str]
     paths = _save(fig, out_dir, "examples_per_client")
 
     # Integer targets: class labels (EMNIST) or next-token ids (NWP).
-    ys = [e["y"] for e in data.train.examples if "y" in e]
+    ys = [e["y"] for e in (data.train.read(i) for i in range(len(data.train))) if "y" in e]
     if ys and np.issubdtype(np.asarray(ys[0]).dtype, np.integer):
         name, ignore = target_names(cfg, data.info)
         flat = np.concatenate([np.asarray(y).ravel() for y in ys])

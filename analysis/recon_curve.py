@@ -104,7 +104,7 @@ class Evaluator:
         self.info = data.info
         self.clients = getattr(data, split)
         tff_runtime.start()
-        self.datasets = [self.task.client_dataset(ex) for ex in self.clients.examples]
+        self.datasets = [self.task.client_dataset(self.clients.read(i)) for i in range(len(self.clients))]
         self.recon_opt = optimizers.build(cfg.algo.reconstruction_optimizer,
                                           "algo.reconstruction_optimizer")
 

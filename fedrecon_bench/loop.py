@@ -1,8 +1,9 @@
 """The benchmark loop: sample clients, run a round, evaluate, log.
 
 Algorithms provide initialize/next/evaluate; tasks provide data and model.
-Each client's tf.data.Dataset is built once and reused across rounds, so a long
-run does not create (and leak) new datasets every round.
+A round reads only its sampled clients, through a cache bounded in bytes
+(`data_cache_mb`), so memory does not grow with the population; the next round's
+clients are read in the background while this one trains (engine=fast).
 """
 from __future__ import annotations
 
@@ -24,15 +25,19 @@ from fedrecon_bench.run_log import RunLog
 
 
 class _Datasets:
-    """Lazily built, cached tf.data.Datasets of one client population."""
+    """A population for engine=tff: tf.data.Datasets built on demand from the clients'
+    examples, which are read through a byte-bounded cache."""
 
-    def __init__(self, task, clients):
-        self.task, self.clients, self._cache = task, clients, {}
+    def __init__(self, task, clients, cache_bytes: int):
+        from fedrecon_bench.cache import ByteLRU
+
+        self.task, self.clients, self.cache = task, clients, ByteLRU(cache_bytes)
+
+    def __len__(self) -> int:
+        return len(self.clients)
 
     def __getitem__(self, i: int):
-        if i not in self._cache:
-            self._cache[i] = self.task.client_dataset(self.clients.examples[i])
-        return self._cache[i]
+        return self.task.client_dataset(self.cache.get(int(i), lambda: self.clients.read(int(i))))
 
     def select(self, idx):
         return [self[int(i)] for i in idx]
@@ -40,15 +45,23 @@ class _Datasets:
     def all(self):
         return self.select(range(len(self.clients)))
 
+    def prefetch(self, idx) -> None:
+        pass  # TFF builds its datasets lazily; reading ahead would not overlap with its rounds
 
-def populations(engine: str, task, algo, data):
-    """Each population in the engine's form: cached tf.data datasets (tff) or
-    padded arrays (fast); both answer `select(indices)` and `all()`."""
+    def evaluation(self, ids, recon_from=None):
+        return self.all()
+
+
+def populations(engine: str, task, algo, data, cache_mb: int = 1024):
+    """Each population in the engine's form: tf.data datasets (tff) or padded arrays
+    packed per selection (fast); both answer `select(indices)`, `all()`, `prefetch`
+    and `evaluation`. Each has its own cache of `cache_mb` MB."""
+    size = int(cache_mb) << 20
     if engine == "fast":
         from fedrecon_bench.fast.data import Population
 
-        return tuple(Population(algo.m, getattr(data, s)) for s in ("train", "val", "test"))
-    return tuple(_Datasets(task, getattr(data, s)) for s in ("train", "val", "test"))
+        return tuple(Population(algo.m, getattr(data, s), size) for s in ("train", "val", "test"))
+    return tuple(_Datasets(task, getattr(data, s), size) for s in ("train", "val", "test"))
 
 
 def engine_of(cfg, task) -> str:
@@ -108,9 +121,8 @@ def start_line(cfg, engine: str, size: dict, data, device: dict) -> str:
     a long default is waiting for."""
     sizes = []
     for s in ("train", "val", "test"):
-        pop = getattr(data, s)
-        n = [len(next(iter(e.values()))) for e in pop.examples]
-        sizes.append(f"{s} {len(pop):,} clients / {sum(n):,} examples (max {max(n, default=0):,})")
+        n = getattr(data, s).sizes
+        sizes.append(f"{s} {len(n):,} clients / {int(n.sum()):,} examples (max {int(n.max(initial=0)):,})")
     where = device["platform"] + (f", {device['clients']} clients" if "clients" in device else "")
     return (f"run: {cfg.task.name}/{cfg.algo.name} on engine={engine} ({where}): "
             f"{size['global_params'] + size['local_params']:,} parameters ({size['global_params']:,} "
@@ -181,19 +193,24 @@ def run(cfg, run_dir: str) -> dict:
                         "total_bytes_down": 0, "total_bytes_up": 0},
                "rounds": cfg.rounds, "clients_per_round": cfg.clients_per_round,
                "num_clients": {s: len(getattr(data, s)) for s in ("train", "val", "test")},
-               "round_reached": start - 1, "resumed_from_round": resumed, "run_dir": run_dir}
+               "round_reached": start - 1, "resumed_from_round": resumed, "run_dir": run_dir,
+               "data_info": {k: v for k, v in data.info.items() if isinstance(v, (int, float, str))}}
     if restored:
         summary["comm"] = meta["comm"]  # totals so far
     summary["device"] = device_info(engine, algo)
     log.config_update({"device": summary["device"]})
     print(start_line(cfg, engine, size, data, summary["device"]), file=sys.stderr, flush=True)
-    train, val, test = populations(engine, task, algo, data)
+    train, val, test = populations(engine, task, algo, data, cfg.get("data_cache_mb", 1024))
     proc = psutil.Process()  # resident memory per round: long TFF runs are known to leak
     names = task.metric_names
     seen = data.split_by == "example"
     # Evaluated clients, selected once: all of val/test, and for seen users their own training data.
-    everyone = {"val": val.all(), "test": test.all()}
-    own_train = {s: train.select([data.train.index_of(c) for c in getattr(data, s).ids]) if seen else None
+    own_train = {s: [data.train.index_of(c) for c in getattr(data, s).ids] if seen else None
+                 for s in ("val", "test")}
+    everyone = {  # streamed in chunks on engine=fast; seen users with their own training data
+        s: pop.evaluation(getattr(data, s).ids, (train, own_train[s]) if seen else None)
+        for s, pop in (("val", val), ("test", test))}
+    own_train = {s: train.select(own_train[s]) if seen and engine == "tff" else None
                  for s in ("val", "test")}
 
     def evaluate(r, split, clients):
@@ -215,6 +232,10 @@ def run(cfg, run_dir: str) -> dict:
         for r in bar:
             t = time.time()
             ids = rng.choice(len(data.train), size=cfg.clients_per_round, replace=False)
+            if r < cfg.rounds:  # read the next round's clients meanwhile (a copy: rng stays put)
+                ahead = np.random.default_rng()
+                ahead.bit_generator.state = rng.bit_generator.state
+                train.prefetch(ahead.choice(len(data.train), size=cfg.clients_per_round, replace=False))
             state, m = algo.next(state, train.select(ids), [data.train.ids[i] for i in ids])
             down, up = (len(ids) * size[k] for k in ("bytes_down_per_client", "bytes_up_per_client"))
             rec = log.row(r, "train", _clean(m, names), clients=len(ids), round_s=time.time() - t,

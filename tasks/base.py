@@ -13,17 +13,17 @@ from typing import Callable, Sequence
 import numpy as np
 
 
-@dataclasses.dataclass
-class ClientSet:
-    """The clients of one population (train, val or test).
-
-    `examples[i]` is a dict of equal-length numpy arrays: client i's examples,
-    already shuffled (seeded) and capped. Batching happens in the task's
-    `client_dataset`, so arrays stay cheap to keep and to cut in halves.
-    """
+class Clients:
+    """The clients of one population (train, val or test), as the loop and the engines
+    see them: `ids`, `sizes` (each client's number of examples, known without reading
+    them) and `read(i)`, client i's examples: a dict of equal-length numpy arrays,
+    already shuffled (seeded) and capped. Batching happens in the engines."""
 
     ids: list
-    examples: list[dict[str, np.ndarray]]
+    sizes: np.ndarray
+
+    def read(self, i: int) -> dict[str, np.ndarray]:
+        raise NotImplementedError
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -35,7 +35,36 @@ class ClientSet:
 
     @property
     def num_examples(self) -> int:
-        return int(sum(len(next(iter(e.values()))) for e in self.examples))
+        return int(np.sum(self.sizes))
+
+
+@dataclasses.dataclass
+class ClientSet(Clients):
+    """A population held in memory: `examples[i]` is client i's examples."""
+
+    ids: list
+    examples: list[dict[str, np.ndarray]]
+
+    def __post_init__(self):
+        self.sizes = np.array([len(next(iter(e.values()))) for e in self.examples], np.int64)
+
+    def read(self, i: int) -> dict[str, np.ndarray]:
+        return self.examples[i]
+
+
+class LazyClients(Clients):
+    """A population read on demand (a large database): ids and sizes up front, then
+    `reader(client_id)` reads one client's examples. `reads` counts the reads (tests)."""
+
+    lazy = True
+
+    def __init__(self, ids: list, sizes, reader: Callable[[object], dict]):
+        self.ids, self.sizes, self._reader = list(ids), np.asarray(sizes, np.int64), reader
+        self.reads = 0
+
+    def read(self, i: int) -> dict[str, np.ndarray]:
+        self.reads += 1
+        return self._reader(self.ids[i])
 
 
 @dataclasses.dataclass
@@ -49,9 +78,9 @@ class FederatedData:
     may look up the user's training examples by id (`train.index_of`).
     """
 
-    train: ClientSet
-    val: ClientSet
-    test: ClientSet
+    train: Clients
+    val: Clients
+    test: Clients
     info: dict  # task-specific facts the model needs (e.g. num_items)
     split_by: str = "user"
 

@@ -266,36 +266,43 @@ def test_tff_source_failure_is_a_user_error(tmp_path, monkeypatch):
     assert "task.source=leaf" in msg and "\n" not in msg
 
 
-def test_tff_source_converts_client_data(tmp_path, monkeypatch):
-    import collections
-
-    import tensorflow_federated as tff
+def test_tff_source_reads_writers_lazily_from_the_database(tmp_path):
+    """TFF's emnist_all.sqlite (written by fedrecon_bench/synth.py): ids and sizes from its
+    metadata, a writer's images only when read, the same populations as from LEAF."""
+    from fedrecon_bench import synth
 
     rng = np.random.default_rng(0)
-
-    def client(n):
-        return collections.OrderedDict(
-            label=rng.integers(0, 62, n).astype(np.int32),
-            pixels=(rng.integers(0, 256, (n, 28, 28)) / 255).astype(np.float32))
-
-    train = {f"c{i}": client(4) for i in range(10)}
-    test = {f"c{i}": client(2) for i in range(10)}
-    seen = {}
-
-    def fake(only_digits, cache_dir):
-        seen.update(only_digits=only_digits, cache_dir=cache_dir)
-        return tff.simulation.datasets.TestClientData(train), tff.simulation.datasets.TestClientData(test)
-
-    monkeypatch.setattr(tff.simulation.datasets.emnist, "load_data", fake)
+    db = synth.Database(str(tmp_path / "emnist-tff" / "emnist_all.sqlite"))
+    images = {}
+    for i in range(10):
+        for split, n in (("all_train", 4), ("all_test", 2)):
+            x = rng.integers(0, 256, (n, 28, 28)) / 255
+            y = rng.integers(0, 62, n)
+            images[(split, f"c{i}")] = (x, y)
+            db.client(split, f"c{i}", [synth.emnist_example(p, l) for p, l in zip(x, y)])
+    db.close()
     data = load(tmp_path, tmp_path / "cache", source="tff", split_by="example")
-    assert seen == {"only_digits": False, "cache_dir": str(tmp_path / "emnist-tff")}
-    assert data.train.ids == sorted(train) and data.train.num_examples == 40
+    assert data.train.ids == [f"c{i}" for i in range(10)] and data.train.num_examples == 40
     assert data.val.num_examples + data.test.num_examples == 20
-    ex = data.train.examples[data.train.index_of("c3")]
+    assert data.train.reads == data.val.reads == data.test.reads == 0
+    ex = data.train.read(data.train.index_of("c3"))
+    assert data.train.reads == 1
     assert ex["x"].dtype == np.uint8  # k/255 pixels are stored compactly
-    want = {(int(y), np.round(x.reshape(784) * 255).astype(np.uint8).tobytes())
-            for x, y in zip(train["c3"]["pixels"], train["c3"]["label"])}
+    x, y = images[("all_train", "c3")]
+    want = {(int(l), np.round(p.reshape(784) * 255).astype(np.uint8).tobytes()) for p, l in zip(x, y)}
     assert as_set(ex) == want
+    # the same writers as the eager LEAF path builds from the same images
+    eager = em.build_populations(
+        {w: (np.round(images[("all_train", w)][0].reshape(-1, 784) * 255).astype(np.uint8),
+             images[("all_train", w)][1].astype(np.uint8)) for w in data.train.ids},
+        {w: (np.round(images[("all_test", w)][0].reshape(-1, 784) * 255).astype(np.uint8),
+             images[("all_test", w)][1].astype(np.uint8)) for w in data.train.ids},
+        "example", 0, None, False)
+    for lazy, ref in zip((data.train, data.val, data.test), eager):
+        assert lazy.ids == ref.ids and lazy.sizes.tolist() == ref.sizes.tolist()
+        for i in range(len(ref)):
+            for k in ("x", "y"):
+                np.testing.assert_array_equal(lazy.read(i)[k], ref.examples[i][k])
 
 
 # --------------------------------------------------------------------------

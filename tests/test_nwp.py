@@ -380,27 +380,47 @@ def test_stackoverflow_offline_is_a_one_line_user_error(tmp_path, monkeypatch):
     assert list(data_dir.iterdir()) == []
 
 
-def test_stackoverflow_path_caps_then_sorts_by_date(tmp_path, monkeypatch):
-    import tensorflow_federated as tff
+def _so_database(root, clients: dict, counts: dict):
+    """TFF's Stack Overflow files under root (fedrecon_bench/synth.py's writer): clients
+    {(split, id): [(date, tokens), ...]} in stored order, and the word counts."""
+    from fedrecon_bench import synth
 
-    cd = tff.simulation.datasets.stackoverflow.get_synthetic()
-    # synthetic_1: 2010-01-08 "if you're ...", then two 2008-08-10 sentences (a tie).
-    capped = nwp.stackoverflow_client_sentences(cd, "synthetic_1", cap=2)
-    assert [s[:10] for s in capped] == ["css3 does ", "if you're "]  # first 2 taken, then sorted
-    full = nwp.stackoverflow_client_sentences(cd, "synthetic_1", cap=None)
-    assert [s[:10] for s in full] == ["css3 does ", "which is e", "if you're "]  # stable on ties
-    counts = {"the": 9, "is": 8, ".": 7, "edit": 6, ":": 5}
-    monkeypatch.setattr(nwp, "load_stackoverflow_raw", lambda cache, v: (cd, cd, cd, counts))
-    t = _task(tmp_path, source="stackoverflow", vocab_size=5, num_oov_buckets=3, seq_len=3)
+    db = synth.Database(str(root / "stackoverflow" / "stackoverflow.sqlite"))
+    for (split, cid), posts in clients.items():
+        db.client(split, cid, [synth.so_example(d.encode(), t) for d, t in posts])
+    db.close()
+    synth.write_word_counts(str(root / "stackoverflow" / "datasets" / "stackoverflow.word_count"),
+                            counts.items())
+
+
+def test_stackoverflow_path_caps_then_sorts_by_date(tmp_path):
+    """Through TFF's own reader of the database: the first `cap` posts are taken, then
+    sorted by date (stable on ties), one sequence per sentence, truncated at seq_len."""
+    posts = [("2010-01-08 09:34:05.0 UTC", "if you're x"), ("2008-08-10 00:00:00.0 UTC", "css3 does y"),
+             ("2008-08-10 00:00:00.0 UTC", "which is e")]
+    clients = {("train", "u1"): posts, ("train", "u2"): [("2009-01-01 00:00:00.0 UTC", "the spec")],
+               ("train", "u3"): [("2011-05-05 00:00:00.0 UTC", "the spec is ."),
+                                 ("2011-05-04 00:00:00.0 UTC", "edit :")],
+               ("heldout", "h1"): [("2009-01-01 00:00:00.0 UTC", "is the")],
+               ("heldout", "h2"): [("2009-01-01 00:00:00.0 UTC", "the is")],
+               ("test", "u1"): [("2018-02-02 00:00:00.0 UTC", "is is")]}  # TFF needs every split
+    _so_database(tmp_path, clients, {"the": 9, "is": 8, ".": 7, "edit": 6, ":": 5, "css3": 4})
+    db = nwp.so.Database(str(tmp_path / "stackoverflow"))
+    assert [s[:10] for s in db.sentences("train", "u1", cap=2)] == ["css3 does ", "if you're "]
+    assert [s[:10] for s in db.sentences("train", "u1", cap=None)] == ["css3 does ", "which is e", "if you're "]
+    t = nwp.NWP(_cfg(source="stackoverflow", vocab_size=5, num_oov_buckets=3, seq_len=3,
+                     max_elements_per_user=2), data_dir=str(tmp_path), seed=0)
     data = t.load()
-    assert data.train.ids == ["synthetic_1", "synthetic_2", "synthetic_3"]
-    assert len(data.val) + len(data.test) == 3
-    ex = data.train.examples[data.train.index_of("synthetic_3")]  # "edit :" then "the spec is ..."
+    assert data.train.ids == ["u1", "u2", "u3"] and data.train.sizes.tolist() == [2, 1, 2]  # capped
+    assert data.train.reads == 0  # ids and sizes come from the database's metadata
+    assert len(data.val) + len(data.test) == 2
+    ex = data.train.read(data.train.index_of("u3"))  # "edit :" (older), then "the spec is ."
     bos, eos = t.layout.bos, t.layout.eos
     np.testing.assert_array_equal(ex["x"][0], [bos, 4, 5])
     np.testing.assert_array_equal(ex["y"][0], [4, 5, eos])
     spec = nwp.oov_id("spec", t.layout)
     np.testing.assert_array_equal(ex["y"][1], [1, spec, 2])  # truncated at seq_len, no EOS
+    assert data.train.reads == 1
 
 
 # --------------------------------------------------------------------------

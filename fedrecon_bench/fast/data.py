@@ -1,9 +1,14 @@
-"""Client data for the fast engine: packed once into padded arrays, plus step schedules.
+"""Client data for the fast engine: each round packs only its clients, plus step schedules.
 
-A population's clients become arrays [clients, batches, batch_size, ...] with a
-`mask` of real examples, so a round is one array gather instead of building
-tf.data pipelines. Padding costs memory only: no step reads a padding batch. A
-schedule says which batch each SGD step reads, per client, and how many steps the
+A population is its client ids and sizes (known up front) and a reader. A round (or an
+evaluation chunk) reads its clients through a cache bounded in bytes and packs them
+into arrays [clients, batches, batch_size, ...] with a `mask` of real examples, padded
+to bucketed shapes (powers of two, capped at the population's largest), so jit
+compiles a bounded number of times and memory does not grow with the population.
+Padding costs memory only: no step reads a padding batch. The next round's clients can
+be packed in a background thread (`prefetch`).
+
+A schedule says which batch each SGD step reads, per client, and how many steps the
 client has: the same batches, in the same order, as TFF's dataset split function
 (`ReconstructionModel.build_dataset_split_fn`): even or odd batches (or all),
 repeated for some epochs, then capped at a number of steps. A client's loop runs
@@ -11,65 +16,107 @@ exactly its own number of steps (fast/client.py).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 
 import jax
 import numpy as np
 
+from fedrecon_bench.cache import ByteLRU
+
 PAD_ROW = np.iinfo(np.int32).max  # row padding: gathers read 0, scatters drop it
 LOCAL = ":local"  # suffix of a sparse field re-indexed into the client's own rows
+CACHE_BYTES = 1 << 30
+EVAL_CHUNK = 256  # evaluation clients packed at a time
+
+
+def bucket(n: int, cap: int | None = None) -> int:
+    """The smallest power of two >= n, at most cap (the population's largest): jit sees a
+    few distinct shapes (each new one compiles), and padding costs memory only."""
+    b = 1 << max(0, int(n) - 1).bit_length()
+    return min(b, cap) if cap else b
 
 
 class Population:
-    """One ClientSet, packed. `select(idx)` is what a round or evaluation receives."""
+    """One population for the fast engine. `select(idx)` is what a round or evaluation
+    receives; `evaluation(...)` streams a whole population in chunks."""
 
-    def __init__(self, model, clients):
-        self.model, self.ids = model, list(clients.ids)
-        bs = model.batch_size
-        per_client = [model.inputs(ex) for ex in clients.examples]
-        self.num_examples = np.array([len(next(iter(c.values()))) for c in per_client], np.int64)
-        self.num_batches = -(-self.num_examples // bs)
-        B = max(1, int(self.num_batches.max(initial=0)))
-        C = len(per_client)
-        self.fields = {}
-        for name in (per_client[0] if per_client else {}):
-            first = per_client[0][name]
-            arr = np.zeros((C, B * bs) + first.shape[1:], first.dtype)
-            for c, ex in enumerate(per_client):
-                arr[c, :len(ex[name])] = ex[name]
-            self.fields[name] = arr.reshape((C, B, bs) + first.shape[1:])
-        mask = np.arange(B * bs)[None, :] < self.num_examples[:, None]
-        self.fields["mask"] = mask.reshape(C, B, bs).astype(np.float32)
-        # Sparse tables: each client's distinct rows, and its ids re-indexed into them.
-        self.rows, self.unique_rows = {}, True
-        for field in sorted(set(model.sparse.values())):
-            uniq = [np.unique(ex[field]) for ex in per_client]
-            R = max(1, max((len(u) for u in uniq), default=1))
-            rows = np.full((C, R), PAD_ROW, np.int32)
-            local = np.zeros_like(self.fields[field], dtype=np.int32)
-            self.unique_rows &= all(ex[field].ndim == 1 and len(u) == len(ex[field])
-                                    for u, ex in zip(uniq, per_client))
-            for c, u in enumerate(uniq):
-                rows[c, :len(u)] = u
-                n = int(self.num_examples[c])
-                flat = local[c].reshape(-1, *local.shape[3:])
-                flat[:n] = np.searchsorted(u, per_client[c][field])
-            self.rows[field] = rows
-            self.fields[field + LOCAL] = local
+    def __init__(self, model, clients, cache_bytes: int = CACHE_BYTES):
+        self.model, self.clients, self.ids = model, clients, clients.ids
+        self.num_examples = np.asarray(clients.sizes, np.int64)
+        self.num_batches = -(-self.num_examples // model.batch_size)
+        self.max_batches = max(1, int(self.num_batches.max(initial=0)))
+        self.cache = ByteLRU(cache_bytes)
+        self.sparse_fields = sorted(set(model.sparse.values()))
+        self._pending: dict = {}
+        self._pool = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def select(self, idx):
-        return Selection(self, np.asarray(idx, np.int64))
+    def client(self, i: int) -> dict:
+        """Client i's model inputs and, per sparse field, its distinct rows and its ids
+        re-indexed into them (read and computed once while cached)."""
+        def make():
+            ex = dict(self.model.inputs(self.clients.read(int(i))))
+            rows, unique = {}, True
+            for f in self.sparse_fields:
+                u = np.unique(ex[f])
+                rows[f] = u.astype(np.int32)
+                ex[f + LOCAL] = np.searchsorted(u, ex[f]).astype(np.int32)
+                unique &= ex[f].ndim == 1 and len(u) == len(ex[f])
+            return {"inputs": ex, "rows": rows, "unique": np.bool_(unique)}
+        return self.cache.get(int(i), make)
 
-    def all(self):
+    def select(self, idx) -> "Selection":
+        key = tuple(int(i) for i in idx)
+        pending = self._pending.pop(key, None)
+        return pending.result() if pending is not None else Selection(self, np.asarray(idx, np.int64))
+
+    def prefetch(self, idx) -> None:
+        """Reads and packs these clients in a background thread; the next `select` of them
+        takes the result. Only for populations read from disk: packing clients held in
+        memory costs about a millisecond a round, less than a thread's overhead."""
+        if not getattr(self.clients, "lazy", False):
+            return
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+        sel = Selection(self, np.asarray(idx, np.int64))
+        self._pending = {tuple(int(i) for i in idx): self._pool.submit(lambda: (sel.data, sel)[1])}
+
+    def all(self) -> "Selection":
         return self.select(np.arange(len(self)))
 
-    @functools.lru_cache(maxsize=16)
-    def _schedule(self, part: str, epochs: int, steps_max):
-        return schedule(self.num_batches, part, epochs, steps_max)
+    def evaluation(self, ids, recon_from=None, size: int = EVAL_CHUNK) -> "EvalSet":
+        return EvalSet(self, ids, recon_from, size)
+
+    @functools.lru_cache(maxsize=64)
+    def longest(self, part: str, epochs: int, steps_max) -> int:
+        """The longest schedule any client of this population can have."""
+        return int(schedule(np.array([self.max_batches]), part, epochs, steps_max)[1][0])
+
+
+class EvalSet:
+    """Evaluation clients streamed in chunks (memory bounded by a chunk): yields
+    (selection, their ids, the selection of their own training data or None).
+    recon_from: (training population, the training index of each client) for seen users."""
+
+    def __init__(self, pop: Population, ids, recon_from=None, size: int = EVAL_CHUNK):
+        self.pop, self.ids, self.recon_from, self.size = pop, list(ids), recon_from, size
+
+    def __len__(self) -> int:
+        return len(self.pop)
+
+    def __iter__(self):
+        for a in range(0, len(self.pop), self.size):
+            b = min(a + self.size, len(self.pop))
+            sel = self.pop.select(np.arange(a, b))
+            rsel = None
+            if self.recon_from is not None:
+                train, at = self.recon_from
+                rsel = train.select(np.asarray(at[a:b]))
+            yield sel, self.ids[a:b], rsel
 
 
 @jax.tree_util.register_pytree_node_class
@@ -92,7 +139,7 @@ class Schedule:
 
 
 class Selection:
-    """Some clients of a population: their arrays, rows and schedules, as numpy."""
+    """Some clients of a population, packed: their arrays, rows and schedules, as numpy."""
 
     def __init__(self, pop: Population, idx: np.ndarray):
         self.pop, self.idx = pop, idx
@@ -101,16 +148,47 @@ class Selection:
         return len(self.idx)
 
     @functools.cached_property
-    def data(self) -> dict:  # gathered once: an evaluation reads it for two schedules
-        return {k: v[self.idx] for k, v in self.pop.fields.items()}
+    def _packed(self):
+        pop, bs = self.pop, self.pop.model.batch_size
+        clients = [pop.client(i) for i in self.idx]
+        B = bucket(pop.num_batches[self.idx].max(initial=1), pop.max_batches)
+        n = pop.num_examples[self.idx]
+        data = {name: _pad([cl["inputs"][name] for cl in clients], B * bs).reshape(
+            (len(clients), B, bs) + clients[0]["inputs"][name].shape[1:])
+            for name in (clients[0]["inputs"] if clients else {})}
+        data["mask"] = (np.arange(B * bs)[None, :] < n[:, None]).reshape(len(clients), B, bs).astype(np.float32)
+        rows = {}
+        for f in pop.sparse_fields:
+            R = bucket(max((len(cl["rows"][f]) for cl in clients), default=1),
+                       int(pop.num_examples.max(initial=1)))  # no client has more rows than examples
+            rows[f] = _pad([cl["rows"][f] for cl in clients], R, PAD_ROW)
+        return data, rows, all(bool(cl["unique"]) for cl in clients)
 
-    @functools.cached_property
+    @property
+    def data(self) -> dict:
+        return self._packed[0]
+
+    @property
     def rows(self) -> dict:
-        return {k: v[self.idx] for k, v in self.pop.rows.items()}
+        return self._packed[1]
 
     def schedule(self, part: str, epochs: int = 1, steps_max=None) -> Schedule:
-        idx, count = self.pop._schedule(part, epochs, steps_max)
-        return Schedule(idx[self.idx], count[self.idx], once=epochs == 1 and self.pop.unique_rows)
+        idx, count = schedule(self.pop.num_batches[self.idx], part, epochs, steps_max)
+        width = bucket(idx.shape[1], self.pop.longest(part, epochs, steps_max))
+        idx = np.pad(idx, ((0, 0), (0, max(0, width - idx.shape[1]))))
+        return Schedule(idx, count, once=epochs == 1 and self._packed[2])
+
+
+def _pad(arrays: list, width: int, fill=0) -> np.ndarray:
+    """[len(arrays), width, ...]: each array's leading entries, then `fill` (one scatter)."""
+    lens = np.array([len(a) for a in arrays], np.int64)
+    first = arrays[0]
+    out = np.full((len(arrays), width) + first.shape[1:], fill, first.dtype)
+    if lens.sum():
+        row = np.repeat(np.arange(len(arrays)), lens)
+        col = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
+        out[row, col] = np.concatenate(arrays)
+    return out
 
 
 def schedule(num_batches: np.ndarray, part: str, epochs: int, steps_max) -> tuple[np.ndarray, np.ndarray]:

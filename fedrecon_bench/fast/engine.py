@@ -16,7 +16,7 @@ from fedrecon_bench import splits
 from fedrecon_bench.fast import client as fc
 from fedrecon_bench.fast import optim
 from fedrecon_bench.errors import UserError
-from fedrecon_bench.fast.data import split_parts
+from fedrecon_bench.fast.data import EvalSet, split_parts
 from fedrecon_bench.fast.execute import AXIS, MODES, Executor
 
 
@@ -109,6 +109,23 @@ class FastAlgorithm:
         return Weights(trainable=[np.asarray(params[n]) for n in names], non_trainable=[])
 
     # --- evaluation ------------------------------------------------------------
+    final = {"": ("batch", False)}  # per evaluation mode: how finalize reports its loss / counts
+
+    def evaluate(self, state, clients, client_ids=None, seen: bool = False, recon_from=None) -> dict:
+        """Metrics of the evaluation clients: a Selection (with its ids and, for seen users,
+        their training data), or an EvalSet streamed in chunks. One dict, or one per mode."""
+        chunks = clients if isinstance(clients, EvalSet) else [(clients, client_ids, recon_from)]
+        total = None
+        for sel, ids, rsel in chunks:
+            part = self.eval_tallies(state, sel, ids, seen, rsel)
+            total = part if total is None else jax.tree_util.tree_map(jnp.add, total, part)
+        out = {mode: fc.finalize(self.m, t, *self.final[mode]) for mode, t in total.items()}
+        return out[""] if set(out) == {""} else out
+
+    def eval_tallies(self, state, clients, client_ids, seen: bool, recon_from) -> dict:
+        """{mode: summed metric tally} of one chunk of evaluation clients."""
+        raise NotImplementedError
+
     def eval_schedules(self, clients, seen: bool, recon_from=None):
         """(recon data, recon schedule, measured data, measured schedule) of eval clients.
 

@@ -25,9 +25,9 @@ import time
 
 from fedrecon_bench.errors import UserError
 from tasks.base import FederatedData, KerasParts, Task
+from tasks.emnist import tff_source
 from tasks.emnist.data import (NUM_CLASSES, build_populations, cache_dirs, check_task_config,
-                               group_by_writer, leaf_files, load_leaf_folder, load_tff_emnist, log,
-                               unify_pixels)
+                               group_by_writer, leaf_files, load_leaf_folder, log, unify_pixels)
 from tasks.emnist.fast_model import EmnistFast, _dropout  # noqa: F401
 
 
@@ -60,11 +60,13 @@ class EMNIST(Task):
             train_w, test_w = group_by_writer(*tr), group_by_writer(*te)
             info["cache"] = {"train": hit_tr, "test": hit_te}
             unify_pixels(train_w, test_w)
-        else:
-            train_w, test_w = load_tff_emnist(bool(c.only_digits), os.path.join(data_dir, "emnist-tff"))
-        t1 = time.perf_counter()
-        train, val, test = build_populations(train_w, test_w, c.split_by, self.seed,
-                                             c.max_examples_per_user, bool(c.only_digits))
+            t1 = time.perf_counter()
+            train, val, test = build_populations(train_w, test_w, c.split_by, self.seed,
+                                                 c.max_examples_per_user, bool(c.only_digits))
+        else:  # read lazily: ids and sizes from the database, a writer's images when needed
+            t1 = time.perf_counter()
+            train, val, test = tff_source.populations(bool(c.only_digits), os.path.join(data_dir, "emnist-tff"),
+                                                      c.split_by, self.seed, c.max_examples_per_user)
         info.update(read_s=round(t1 - t0, 3), load_s=round(time.perf_counter() - t0, 3))
         log.info("emnist: %d/%d/%d train/val/test writers, %d train images; read %.2f s "
                  "(cache %s), prepared in %.2f s", len(train), len(val), len(test),
@@ -72,7 +74,7 @@ class EMNIST(Task):
         for name, pop in (("val", val), ("test", test)):
             # FedRecon-style evaluation reconstructs on even batches and measures on odd
             # ones; a one-batch client is measured on nothing (metrics then read 0).
-            short = sum(len(ex["y"]) <= c.batch_size for ex in pop.examples)
+            short = int(sum(pop.sizes <= c.batch_size))
             if short:
                 log.warning("emnist: %d of %d %s writers have <= task.batch_size=%d examples (one "
                             "batch), so an even/odd evaluation split measures nothing on them; "

@@ -325,37 +325,6 @@ def build_populations(train_w: dict, test_w: dict, split_by: str, seed: int,
 
 
 # --------------------------------------------------------------------------
-# TFF's federated EMNIST
-# --------------------------------------------------------------------------
-def load_tff_emnist(only_digits: bool, cache_dir: str):
-    """writer -> (x, y) dicts for TFF's train and test ClientData (downloads on first use)."""
-    call = f"tff.simulation.datasets.emnist.load_data(only_digits={only_digits}, cache_dir={cache_dir!r})"
-    try:
-        import tensorflow_federated as tff
-
-        train_cd, test_cd = tff.simulation.datasets.emnist.load_data(
-            only_digits=only_digits, cache_dir=cache_dir)
-    except Exception as e:  # URLError offline, a corrupt download, a missing sqlite table...
-        msg = " ".join(str(e).split())[:200]
-        raise UserError(
-            f"task.source=tff: {call} failed ({type(e).__name__}: {msg}); it downloads "
-            f"TFF's federated EMNIST (internet needed once, or put emnist_all.sqlite in {cache_dir}); "
-            f"or use the LEAF JSON under <data_dir>/femnist-leaf with task.source=leaf") from None
-
-    def by_writer(cd):
-        out = {}
-        for cid in cd.client_ids:
-            b = next(iter(cd.create_tf_dataset_for_client(cid).batch(1 << 20)))
-            out[cid] = (compact_pixels(b["pixels"].numpy().reshape(-1, NUM_PIXELS)),
-                        b["label"].numpy().reshape(-1).astype(np.uint8))
-        return out
-
-    train_w, test_w = by_writer(train_cd), by_writer(test_cd)
-    unify_pixels(train_w, test_w)
-    return train_w, test_w
-
-
-# --------------------------------------------------------------------------
 # The task
 # --------------------------------------------------------------------------
 SOURCES = ("leaf", "tff")

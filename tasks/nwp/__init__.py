@@ -72,11 +72,11 @@ import os
 import numpy as np
 
 from fedrecon_bench.errors import UserError
-from tasks.base import ClientSet, FederatedData, KerasParts, Task
+from tasks.base import ClientSet, FederatedData, KerasParts, LazyClients, Task
+from tasks.nwp import stackoverflow as so
 from tasks.nwp.data import (SOURCES, SPLIT_BY, TOKENIZER_VERSION, Encoder, Layout, _rows,  # noqa: F401
-                            _writable, build_vocab, cached_vocab, client_examples, load_stackoverflow_raw,
-                            md5sum, oov_id, read_snippets_h5, split_users, stackoverflow_client_sentences,
-                            tokenize, truncated_chunk, window_chunks)
+                            _writable, build_vocab, cached_vocab, client_examples, md5sum, oov_id,
+                            read_snippets_h5, split_users, tokenize, truncated_chunk, window_chunks)
 from tasks.nwp.fast_model import NwpFast
 
 
@@ -176,44 +176,50 @@ class NWP(Task):
         return FederatedData(sets["train"], sets["val"], sets["test"], info, c.split_by)
 
     def _load_stackoverflow(self) -> FederatedData:
-        """TFF's Stack Overflow (downloaded by TFF into the cache dir). Every
-        client is read eagerly: the full 342K-user training set takes hours, so
-        `task.max_users` caps each population for anything but the paper run."""
+        """TFF's Stack Overflow database, read lazily (tasks/nwp/stackoverflow.py): ids and
+        sizes from its metadata; a client's sentences are read and tokenized when a round
+        (or an evaluation chunk) needs them. The database is downloaded by TFF into the
+        first cache dir that can hold it, unless one of them has it already."""
         c, lay = self.cfg, self.layout
-        cache = self._cache_dirs("stackoverflow")
-        cache = next((d for d in cache if _writable(d)), cache[-1])
-        train_cd, heldout_cd, test_cd, counts = load_stackoverflow_raw(cache, lay.V)
-        vocab = list(counts.keys())[:lay.V]  # word counts are over training users only
+        dirs = self._cache_dirs("stackoverflow")
+        cache = next((d for d in dirs if os.path.isfile(os.path.join(d, so.DB_NAME))),
+                     next((d for d in dirs if _writable(d)), dirs[-1]))
+        db = so.Database(cache)
+        counts = so.word_counts(cache, lay.V)  # over training users only; most frequent first
+        vocab = list(counts)[:lay.V]
         enc = Encoder(vocab, lay)
         cap, n, seq_len = c.get("max_elements_per_user"), c.get("max_users"), int(c.seq_len)
         to_chunks = lambda sent: [truncated_chunk(enc.ids(sent.split()), seq_len, lay)]
+        sizes = {split: so.client_sizes(db.path, split) for split in so.SPLITS}
+        capped = lambda k: min(k, cap) if cap else k  # one sequence per sentence
 
-        def client_set(cd, ids, part=None) -> ClientSet:
-            out_ids, examples = [], []
-            for cid in ids:
-                sents = stackoverflow_client_sentences(cd, cid, cap)
+        def clients(split, ids, part=None) -> LazyClients:
+            def read(cid):
+                sents = db.sentences(split, cid, cap)
                 if part is not None:  # seen users: first half by date val, second half test
                     sents = sents[:len(sents) // 2] if part == 0 else sents[len(sents) // 2:]
-                ex = client_examples(sents, to_chunks, seq_len, None)
-                if len(ex["x"]):
-                    out_ids.append(cid)
-                    examples.append(ex)
-            return ClientSet(out_ids, examples)
+                return client_examples(sents, to_chunks, seq_len, None)
+            k = [capped(sizes[split][cid]) for cid in ids]
+            if part is not None:
+                k = [m // 2 if part == 0 else m - m // 2 for m in k]
+            keep = [i for i, m in enumerate(k) if m > 0]  # as before: clients without data are left out
+            return LazyClients([ids[i] for i in keep], [k[i] for i in keep], read)
 
-        train_ids = sorted(train_cd.client_ids)[:n]
-        train = client_set(train_cd, train_ids)
+        train_ids = sorted(sizes["train"])[:n]
+        train = clients("train", train_ids)
         if c.split_by == "user":
             # Unseen users: TFF's held-out users (user_id % 10 == 0), halved by a seeded shuffle.
-            held = sorted(heldout_cd.client_ids)
+            held = sorted(sizes["heldout"])
             perm = np.random.default_rng([self.seed, 3]).permutation(len(held))
             held = [held[i] for i in perm][:2 * n if n else None]
             half = len(held) // 2
-            val, test = client_set(heldout_cd, sorted(held[:half])), client_set(heldout_cd, sorted(held[half:]))
+            val, test = clients("heldout", sorted(held[:half])), clients("heldout", sorted(held[half:]))
         else:
             # Seen users: the same users' posts after 2018-01-01 (TFF's test split), halved by date.
-            later = sorted(set(test_cd.client_ids) & set(train_ids))
-            val, test = client_set(test_cd, later, part=0), client_set(test_cd, later, part=1)
-        info = {"source": "stackoverflow", "vocab_words": len(vocab), "num_ids": lay.num_ids}
+            later = sorted(set(sizes["test"]) & set(train_ids))
+            val, test = clients("test", later, part=0), clients("test", later, part=1)
+        info = {"source": "stackoverflow", "vocab_words": len(vocab), "num_ids": lay.num_ids,
+                "open_s": round(db.open_s, 3), "database": db.path}
         return FederatedData(train, val, test, info, c.split_by)
 
     def fast_model(self, info: dict) -> NwpFast:

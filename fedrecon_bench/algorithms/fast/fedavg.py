@@ -77,19 +77,21 @@ class FedAvg(FastAlgorithm):
     def _tuned_seen(self, w, c):  # tunes on training data with other rows: a full copy
         return self._tuned(w, c, local=False)
 
-    def evaluate(self, state, clients, client_ids=None, seen: bool = False, recon_from=None) -> dict:
+    final = {"": ("example", True), "global": ("example", True), "finetune": ("batch", False)}
+
+    def eval_tallies(self, state, clients, client_ids, seen: bool, recon_from) -> dict:
         w = state["global"]
         rdata, recon, mdata, measured = self.eval_schedules(clients, seen, recon_from)
-        plain = fc.finalize(self.m, self.measure(w, mdata, measured), loss="example", counts=True)
+        plain = self.measure(w, mdata, measured)
         if self.finetune is None:
-            return plain
+            return {"": plain}
         c = {"data": mdata, "rows": clients.rows, "recon": recon, "measured": measured,
              "key": np.asarray(jax.random.split(self.key, len(clients)))}
         if rdata is not mdata:
             c["rdata"] = rdata
         fn = self._tuned_seen if seen else self._tuned_unseen
         tally = self.exec.run(fn, w, c, np.stack([recon.count, measured.count], axis=1))[0]["sum"]
-        return {"finetune": fc.finalize(self.m, tally, loss="batch"), "global": plain}
+        return {"finetune": tally, "global": plain}
 
     def global_weights(self, state):
         return self.weights_in_order(state["global"], self.model_order)

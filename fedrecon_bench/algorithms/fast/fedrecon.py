@@ -65,5 +65,5 @@ class FedRecon(FastAlgorithm):
             c["rdata"] = rdata
         return self.exec.run(self._eval_client, g, c, self.steps(recon, measured))[0]["sum"]
 
-    def evaluate(self, state, clients, client_ids=None, seen: bool = False, recon_from=None) -> dict:
-        return fc.finalize(self.m, self.eval_tally(state["global"], clients, seen, recon_from), loss="batch")
+    def eval_tallies(self, state, clients, client_ids, seen: bool, recon_from) -> dict:
+        return {"": self.eval_tally(state["global"], clients, seen, recon_from)}

@@ -67,9 +67,11 @@ class StatefulFedAvg(FedRecon):  # FedRecon for the reconstruction evaluation
         return state, out
 
     # --- evaluation ----------------------------------------------------------
-    def evaluate(self, state, clients, client_ids, seen: bool = False, recon_from=None) -> dict:
+    final = {"recon": ("batch", False), "fresh": ("batch", False), "stored": ("batch", False)}
+
+    def eval_tallies(self, state, clients, client_ids, seen: bool, recon_from) -> dict:
         """{'recon': ..., 'fresh' (unseen) or 'stored' (seen users): ...}"""
-        recon = super().evaluate(state, clients, client_ids, seen, recon_from)
+        recon = self.eval_tally(state["global"], clients, seen, recon_from)
         _, _, mdata, measured = self.eval_schedules(clients, seen, recon_from)
         tally = self.measure(state["global"], mdata, measured, self.stored(client_ids, use_store=seen))
-        return {"recon": recon, "stored" if seen else "fresh": fc.finalize(self.m, tally, loss="batch")}
+        return {"recon": recon, "stored" if seen else "fresh": tally}
