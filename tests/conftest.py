@@ -50,3 +50,35 @@ def tiny_ratings(tmp_path_factory):
             lines.append(f"{u},{i + 1},{rng.integers(1, 6)}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def crash_then_resume(monkeypatch, algo_cls, cfg_fn, full_dir, crashed_dir, crash_call: int) -> dict:
+    """Runs a config to the end in full_dir; then again in crashed_dir with
+    `algo_cls.next` raising on its crash_call-th call, and resumes it there. Returns the
+    resumed run's summary; compare the two dirs with `untimed_rows`."""
+    import pytest as _pytest
+
+    from fedrecon_bench import loop
+
+    loop.run(cfg_fn(), str(full_dir))
+    calls, real = {"n": 0}, algo_cls.next
+
+    def crashing(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == crash_call:
+            raise RuntimeError("simulated crash")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(algo_cls, "next", crashing)
+    with _pytest.raises(RuntimeError):
+        loop.run(cfg_fn(), str(crashed_dir))
+    monkeypatch.setattr(algo_cls, "next", real)
+    return loop.run(cfg_fn(), str(crashed_dir))
+
+
+def untimed_rows(run_dir) -> list[dict]:
+    """metrics.jsonl without the fields that measure time or memory."""
+    import json
+
+    lines = pathlib.Path(run_dir, "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(l).items() if k not in ("round_s", "eval_s", "rss_mb")} for l in lines]

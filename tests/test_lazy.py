@@ -1,13 +1,10 @@
 """Paper-scale populations: clients read lazily from TFF's databases (here synthetic ones
 in TFF's real on-disk format, fedrecon_bench/synth.py), a round reading only its clients
 through a byte-bounded cache, with the same data, metrics and resume as an eager read."""
-import json
-import os
-
 import numpy as np
 import pytest
 
-from conftest import compose
+from conftest import compose, crash_then_resume, untimed_rows
 from fedrecon_bench import synth
 from fedrecon_bench.cache import ByteLRU
 
@@ -106,30 +103,15 @@ def test_same_seed_same_round_data_lazy_or_eager(so_dir):
 
 
 def test_kill_and_resume_on_a_lazy_population_gives_identical_metrics(so_dir, tmp_path, monkeypatch):
-    from fedrecon_bench import algorithms, loop
+    from fedrecon_bench import algorithms
 
-    FedRecon = algorithms.get("fedrecon", "fast")
     args = ("rounds=5", "clients_per_round=6", "eval_every=2", "checkpoint_every=2",
             "task.max_users=300", "engine=fast")
-    cfg = _nwp(so_dir, *args)[0]
-    loop.run(cfg, str(tmp_path / "full"))
-    calls, real = {"n": 0}, FedRecon.next
-
-    def crashing(self, *a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 3:  # after the round-2 checkpoint, in round 3
-            raise RuntimeError("simulated crash")
-        return real(self, *a, **kw)
-
-    monkeypatch.setattr(FedRecon, "next", crashing)
-    with pytest.raises(RuntimeError):
-        loop.run(cfg, str(tmp_path / "crashed"))
-    monkeypatch.setattr(FedRecon, "next", real)
-    s = loop.run(_nwp(so_dir, *args)[0], str(tmp_path / "crashed"))
+    s = crash_then_resume(monkeypatch, algorithms.get("fedrecon", "fast"), lambda: _nwp(so_dir, *args)[0],
+                          tmp_path / "full", tmp_path / "crashed", crash_call=3)  # in round 3
     assert s["resumed_from_round"] == 2 and s["status"] == "completed"
-    strip = lambda d: [{k: v for k, v in json.loads(l).items() if k not in ("round_s", "eval_s", "rss_mb")}
-                       for l in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
-    assert strip("crashed") == strip("full") and len(strip("full")) == 5 + 3 + 1
+    full = untimed_rows(tmp_path / "full")
+    assert untimed_rows(tmp_path / "crashed") == full and len(full) == 5 + 3 + 1
 
 
 def test_the_cache_never_exceeds_its_byte_limit(so_dir):
