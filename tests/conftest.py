@@ -13,6 +13,16 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """TFF starts a worker process that outlives the tests unless stopped."""
+    import sys
+
+    if "tensorflow_federated" in sys.modules:
+        from fedrecon_bench import tff_runtime
+
+        tff_runtime.stop_workers()
+
+
 def shared_data_dir() -> pathlib.Path | None:
     """The real data: $FEDRECON_BENCH_DATA, else ../shared/data beside the repo."""
     for cand in (os.environ.get("FEDRECON_BENCH_DATA"), ROOT.parent / "shared" / "data"):
