@@ -115,16 +115,16 @@ def params(cfg) -> Params | None:
 
 def check(cfg) -> None:
     """Before any data is read: the dp config, the weighting it needs, where it applies."""
-    weighting = client_weighting(cfg) if cfg.algo.name != "centralized" else None
-    p = params(cfg)
-    if p is None:
-        return
-    if cfg.algo.name == "centralized":
-        raise UserError(f"dp={p.kind} does not apply to +algo=centralized: centralized training has "
-                        "no client updates to privatize; use dp=none or a federated algorithm")
-    if weighting != "uniform":
-        raise UserError(f"dp={p.kind} needs uniform client weighting, but algo.client_weighting="
-                        f"{weighting!r}; set algo.client_weighting=uniform")
+    k, centralized = kind(cfg), cfg.algo.name == "centralized"
+    weighting = None if centralized else client_weighting(cfg)
+    if k in KINDS and k != "none":
+        if centralized:
+            raise UserError(f"dp={k} does not apply to +algo=centralized: centralized training has "
+                            "no client updates to privatize; use dp=none or a federated algorithm")
+        if weighting != "uniform":
+            raise UserError(f"dp={k} needs uniform client weighting, but algo.client_weighting="
+                            f"{weighting!r}; set algo.client_weighting=uniform")
+    params(cfg)
 
 
 # --------------------------------------------------------------------------
