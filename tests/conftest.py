@@ -1,6 +1,7 @@
 """Shared test helpers: config composition in-process and the shared real data."""
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 
@@ -50,3 +51,31 @@ def tiny_ratings(tmp_path_factory):
             lines.append(f"{u},{i + 1},{rng.integers(1, 6)}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def run_crash_resume(cls, args, tmp_path, monkeypatch, crash_at: int = 5):
+    """Runs `args` uninterrupted into tmp_path/full; then into tmp_path/crashed, crashing
+    `cls.next` on its `crash_at`-th call, and resumes it. Returns both summaries and both
+    dirs' metrics rows without the timing fields."""
+    import pytest
+
+    from fedrecon_bench import loop
+
+    full = loop.run(compose(*args), str(tmp_path / "full"))
+    calls, real_next = {"n": 0}, cls.next
+
+    def crashing_next(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == crash_at:
+            raise RuntimeError("simulated crash")
+        return real_next(self, *a, **kw)
+
+    monkeypatch.setattr(cls, "next", crashing_next)
+    with pytest.raises(RuntimeError):
+        loop.run(compose(*args), str(tmp_path / "crashed"))
+    monkeypatch.setattr(cls, "next", real_next)
+    resumed = loop.run(compose(*args), str(tmp_path / "crashed"))
+    rows = {d: [{k: v for k, v in json.loads(l).items() if k not in ("round_s", "eval_s", "rss_mb")}
+                for l in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+            for d in ("full", "crashed")}
+    return full, resumed, rows["full"], rows["crashed"]

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import compose
+from conftest import compose, run_crash_resume
 from test_fast_engine import _build, _compare
 
 FIXED = ("dp=gaussian_fixed", "dp.noise_multiplier=0.0", "dp.clip=0.2")  # clips some clients, not all
@@ -146,31 +146,16 @@ def test_round_noise_matches_sigma_c_over_clients_per_round(tiny_ratings, tmp_pa
 
 
 def test_noise_is_restored_across_a_crash_and_resume(tiny_ratings, tmp_path, monkeypatch):
-    from fedrecon_bench import algorithms, loop
+    from fedrecon_bench import algorithms
 
-    FedRecon = algorithms.get("fedrecon", "fast")
     args = ("+task=movielens", "+algo=fedrecon", f"task.ratings_file={tiny_ratings}", "rounds=6",
             "clients_per_round=6", "eval_every=3", "checkpoint_every=2", "logger=none",
             "dp=gaussian_adaptive", "dp.noise_multiplier=0.5", "engine=fast")
-    full = loop.run(compose(*args), str(tmp_path / "full"))
-    calls, real_next = {"n": 0}, FedRecon.next
-
-    def crashing_next(self, *a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 5:  # after the round-4 checkpoint, mid round 5
-            raise RuntimeError("simulated crash")
-        return real_next(self, *a, **kw)
-
-    monkeypatch.setattr(FedRecon, "next", crashing_next)
-    with pytest.raises(RuntimeError):
-        loop.run(compose(*args), str(tmp_path / "crashed"))
-    monkeypatch.setattr(FedRecon, "next", real_next)
-    resumed = loop.run(compose(*args), str(tmp_path / "crashed"))
+    # the crash: after the round-4 checkpoint, mid round 5
+    full, resumed, rows, crashed = run_crash_resume(algorithms.get("fedrecon", "fast"), args, tmp_path,
+                                                    monkeypatch)
     assert resumed["resumed_from_round"] == 4
-    strip = lambda d: [{k: v for k, v in json.loads(l).items() if k not in ("round_s", "eval_s", "rss_mb")}
-                       for l in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
-    rows = strip("full")
-    assert strip("crashed") == rows
+    assert crashed == rows
     clips = [r["dp_clip"] for r in rows if r["split"] == "train"]
     assert len(set(clips)) == 6  # the clip moved every round
     with np.load(tmp_path / "full" / "global_weights.npz") as a, \

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import compose
+from conftest import compose, run_crash_resume
 
 
 def _algo(tiny_ratings, tmp_path, store):
@@ -73,30 +73,16 @@ def test_stateful_run_reports_fresh_and_reconstructed_evaluation(tiny_ratings, t
 
 @pytest.mark.parametrize("engine", ["tff", "fast"])
 def test_stateful_resume_restores_the_client_store(tiny_ratings, tmp_path, monkeypatch, engine):
-    from fedrecon_bench import algorithms, loop
+    from fedrecon_bench import algorithms
 
-    StatefulFedAvg = algorithms.get("stateful_fedavg", engine)
     args = ("+task=movielens", "+algo=stateful_fedavg", f"task.ratings_file={tiny_ratings}",
             "rounds=6", "clients_per_round=8", "eval_every=3", "checkpoint_every=2",
             "logger=none", "algo.store=disk", f"engine={engine}")
-    loop.run(compose(*args), str(tmp_path / "full"))
-    calls, real_next = {"n": 0}, StatefulFedAvg.next
-
-    def crashing_next(self, *a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 5:  # after the round-4 checkpoint, mid round 5
-            raise RuntimeError("simulated crash")
-        return real_next(self, *a, **kw)
-
-    monkeypatch.setattr(StatefulFedAvg, "next", crashing_next)
-    with pytest.raises(RuntimeError):
-        loop.run(compose(*args), str(tmp_path / "crashed"))
-    monkeypatch.setattr(StatefulFedAvg, "next", real_next)
-    s = loop.run(compose(*args), str(tmp_path / "crashed"))
+    # the crash: after the round-4 checkpoint, mid round 5
+    _, s, full, crashed = run_crash_resume(algorithms.get("stateful_fedavg", engine), args, tmp_path,
+                                           monkeypatch)
     assert s["resumed_from_round"] == 4
-    strip = lambda d: [{k: v for k, v in json.loads(l).items() if k not in ("round_s", "eval_s", "rss_mb")}
-                       for l in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
-    assert strip("crashed") == strip("full")
+    assert crashed == full
 
 
 def test_seen_user_mode_keeps_ids_and_uses_stored_state(tiny_ratings, tmp_path):
