@@ -145,6 +145,16 @@ def test_round_noise_matches_sigma_c_over_clients_per_round(tiny_ratings, tmp_pa
     assert not np.allclose(other, w1)
 
 
+def test_a_private_round_is_the_same_in_every_client_mode(tiny_ratings, tmp_path):
+    """fast.clients: vmap groups, one compiled scan, host-stepped clients (fast/execute.py)."""
+    dp = ("dp=gaussian_adaptive", "dp.noise_multiplier=0.5", "dp.clip=0.05")
+    (w, m), *others = [_fast(tiny_ratings, tmp_path, *dp, f"fast.clients={mode}")
+                       for mode in ("vmap", "sequential", "host")]
+    for w_other, m_other in others:
+        np.testing.assert_allclose(w_other, w, rtol=1e-5, atol=1e-6)
+        assert m_other.keys() == m.keys() and m_other["dp_clip"] == m["dp_clip"]
+
+
 def test_noise_is_restored_across_a_crash_and_resume(tiny_ratings, tmp_path, monkeypatch):
     from fedrecon_bench import algorithms
 
