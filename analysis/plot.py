@@ -1,13 +1,19 @@
 """Comparison plots from run or sweep dirs (seaborn), PNG and PDF.
 
     python -m analysis.plot <run or sweep dirs...> [--metric rating_accuracy] [--split val]
-        [--final-split test] [--rows algo] [--out DIR] [--dpi 150]
+        [--final-split test] [--rows algo] [--x KEY] [--out DIR] [--dpi 150]
 
 Per task, two figures:
   curve_<task>_<split>_<metric>: the metric vs round (metrics.jsonl), one line per
       algorithm (row key), the mean over seeds with a 95% bootstrap confidence band;
   final_<task>_<final-split>_<metric>: the final value (summary.json) per algorithm,
       a bar at the mean with its 95% interval and one dot per seed.
+With --x KEY (a summary key, dotted for nested ones such as privacy.epsilon, or a config
+key), one figure per task instead:
+  vs_<task>_<final-split>_<metric>_<KEY>: the final value against KEY, one line per
+      algorithm, the mean over seeds with a 95% confidence band; runs whose KEY is
+      infinite (ε without noise) are a dashed line at their mean; a log x axis when
+      KEY spans more than a factor of 20.
 Only completed runs are drawn. <out> defaults to the single dir given, else outputs/analysis.
 """
 from __future__ import annotations
@@ -127,6 +133,58 @@ def plot(runs, out_dir, metric=None, split="val", final_split="test", rows=None,
     return written
 
 
+def plot_against(runs, out_dir, x, metric=None, final_split="test", rows=None, dpi=150):
+    """Final `metric` against the summary/config key `x` (see the module doc)."""
+    import math
+
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    done = [r for r in runs if r.status == "completed"]
+    avail = R.metric_names(done, final_split)
+    metric = metric or (R.default_val_metric(avail) if avail else None)
+    rows = rows or [k for k in R.default_row_keys(done) if k != R.NOISE]  # x follows the noise
+    data = []
+    for run in done:
+        xv = run.key(x)
+        modes = [mode for mode, _ in R.entries(run, final_split)] or [None]
+        for mode in (modes if "eval_mode" in rows else modes[:1]):
+            v = R.select(run, final_split, metric, "final", None, mode) if metric else None
+            if isinstance(xv, (int, float)) and not isinstance(xv, bool) and v is not None:
+                data.append({"task": str(run.key("task")), "label": R.label(run, rows, mode),
+                             "x": float(xv), metric: v})
+    if not data:
+        raise UserError(f"--x {x}: no completed run has a number for it and a final {final_split} "
+                        f"{metric}; e.g. --x privacy.epsilon (runs with dp=...) or a config key")
+    df = pd.DataFrame(data)
+    os.makedirs(out_dir, exist_ok=True)
+    sns.set_theme(style="whitegrid", context="notebook")
+    order = sorted(df["label"].unique())
+    colors = dict(zip(order, sns.color_palette(n_colors=len(order))))
+    written = []
+    for task in sorted(df["task"].unique()):
+        d = df[df.task == task]
+        finite, infinite = d[d.x.map(math.isfinite)], d[~d.x.map(math.isfinite)]
+        fig, ax = plt.subplots(figsize=FIGSIZE, dpi=dpi, layout="constrained")
+        if not finite.empty:
+            sns.lineplot(data=finite, x="x", y=metric, hue="label", hue_order=order, palette=colors,
+                         marker="o", errorbar=("ci", 95), seed=0, ax=ax)
+            lo, hi = finite.x.min(), finite.x.max()
+            if lo > 0 and hi / lo > 20:
+                ax.set_xscale("log")
+        for lab, g in infinite.groupby("label"):
+            ax.axhline(g[metric].mean(), ls="--", color=colors[lab], label=f"{lab} ({x} = ∞)")
+        ax.set_title(f"{task}: final {final_split} {metric} vs {x}\nmean over seeds, 95% CI band; "
+                     f"dashed: {x} = ∞", fontsize=11)
+        ax.set_xlabel(x)
+        ax.set_ylabel(f"{final_split} {metric} ({_direction(metric)})")
+        ax.legend(title=" / ".join(rows), fontsize=9, title_fontsize=9)
+        written += _save(fig, out_dir, f"vs_{task}_{final_split}_{metric}_{x}")
+        plt.close(fig)
+    return written
+
+
 def main(argv=None, api=None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.plot", description=__doc__.split("\n")[0])
     add_common_args(p)
@@ -134,11 +192,18 @@ def main(argv=None, api=None) -> int:
     p.add_argument("--split", default="val", help="split of the curves (default: val)")
     p.add_argument("--final-split", default="test", help="split of the final plot (default: test)")
     p.add_argument("--dpi", type=int, default=150)
+    p.add_argument("--x", help="draw the final metric against this summary or config key "
+                               "(e.g. privacy.epsilon) instead of the two default figures")
     args = p.parse_args(argv)
     try:
         runs = load(args, api)
-        paths = plot(runs, args.out or (default_out(args.dirs) if args.dirs else "outputs/analysis"),
-                     args.metric, args.split, args.final_split, R.parse_list(args.rows), args.dpi)
+        out = args.out or (default_out(args.dirs) if args.dirs else "outputs/analysis")
+        if args.x:
+            paths = plot_against(runs, out, args.x, args.metric, args.final_split,
+                                 R.parse_list(args.rows), args.dpi)
+        else:
+            paths = plot(runs, out, args.metric, args.split, args.final_split,
+                         R.parse_list(args.rows), args.dpi)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -16,9 +16,9 @@ from typing import Any, Callable, Iterable
 
 from fedrecon_bench.errors import UserError
 
-# Per-row bookkeeping, not metrics.
+# Per-row bookkeeping, not metrics (ε and δ are the privacy of a DP run: table.py's ε column).
 BOOKKEEPING = {"round", "split", "clients", "round_s", "eval_s", "rss_mb", "num_examples",
-               "num_batches"}
+               "num_batches", "epsilon", "delta"}
 # A metric whose name contains one of these is better when lower.
 _LOWER_BETTER = ("loss", "rmse", "mse", "mae", "error", "perplexity", "wall_s")
 
@@ -41,17 +41,14 @@ class Run:
         return str(self.summary.get("status", "unknown"))
 
     def key(self, name: str) -> Any:
-        """A grouping value: summary key, else dotted config key, else config-group choice."""
+        """A grouping value: summary key (dotted: `privacy.epsilon`), else dotted config key,
+        else config-group choice."""
         if name in self.summary:
             return self.summary[name]
-        node: Any = self.config
-        for part in name.split("."):
-            if not isinstance(node, dict) or part not in node:
-                node = None
-                break
-            node = node[part]
-        if node is not None:
-            return node
+        for tree in (self.summary, self.config):
+            node = _dotted(tree, name)
+            if node is not None:
+                return node
         return self.choices.get(name)
 
     def has_key(self, name: str) -> bool:
@@ -63,6 +60,15 @@ class Run:
             self._rows = self._load_rows() if self._load_rows else []
         return self._rows
 
+
+
+def _dotted(tree: dict, name: str) -> Any:
+    node: Any = tree
+    for part in name.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 # --------------------------------------------------------------------------
@@ -267,9 +273,28 @@ def _values(runs: list[Run], key: str, split: str = "test") -> set:
     return {value(r, key, mode) for r in runs for mode, _ in (entries(r, split) or [(None, {})])}
 
 
+NOISE = "privacy.noise_multiplier"  # in the summary of a DP run
+
+
 def default_row_keys(runs: list[Run]) -> list[str]:
-    """algo, plus the evaluation modes that differ between the runs (eval_mode, split_by)."""
-    return ["algo"] + [k for k in _mode_keys(runs) if len(_values(runs, k)) > 1]
+    """algo, plus the DP noise multiplier and the evaluation modes where they differ between
+    the runs (privacy.noise_multiplier, eval_mode, split_by)."""
+    noise = [NOISE] if len({r.key(NOISE) for r in runs}) > 1 else []
+    return ["algo", *noise] + [k for k in _mode_keys(runs) if len(_values(runs, k)) > 1]
+
+
+def epsilon(run: Run, mode_sel: str = "final", val_metric: str | None = None,
+            eval_mode: str | None = None) -> float | None:
+    """A DP run's ε (inf without noise; None for a run without DP): after all its rounds
+    (summary.json privacy), or with best-val selection after its best val round."""
+    v = run.key("privacy.epsilon")
+    if not isinstance(v, (int, float)):
+        return None
+    if mode_sel == "best-val":
+        r_best = best_val_round(run, val_metric, eval_mode)
+        v = next((row["epsilon"] for row in run.rows() if row.get("split") == "val"
+                  and row.get("round") == r_best and "epsilon" in row), v)
+    return float(v)
 
 
 def constant_keys(runs: list[Run]) -> dict:

@@ -5,10 +5,12 @@
         [--cols task] [--out DIR] [--decimals 3] [--tune KEY]
     python -m analysis.table --wandb ENTITY/PROJECT [...]
 
-Rows: algorithm (plus `eval_mode` / `split_by` where runs record one; `--rows` to choose,
-any summary key, dotted config key or config group such as `split/train`). Columns:
-task x metric. Cells: mean ± sample std (ddof=1) over seeds, with the number of runs n;
-the best mean per column in bold (lower is better for loss/rmse/error, higher otherwise).
+Rows: algorithm (plus the DP noise multiplier, `eval_mode` and `split_by` where they differ;
+`--rows` to choose, any summary key (dotted: privacy.noise_multiplier), dotted config key or
+config group such as `split/train`). Columns: task x metric. Cells: mean ± sample std (ddof=1)
+over seeds, with the number of runs n; the best mean per column in bold (lower is better for
+loss/rmse/error, higher otherwise). Runs with differential privacy add an ε column (their
+ε at δ after the rounds the row's values come from; ∞ without noise, – without DP).
 Only completed runs count; the others are listed under the table.
 --tune KEY (e.g. algo.client_optimizer.learning_rate, a swept hyperparameter): for each
 row (all eval modes of a training config together), keep only the runs with the KEY value
@@ -100,6 +102,7 @@ class Table:
     # ------------------------------------------------------------------
     def _build(self):
         cells = defaultdict(list)  # (row, col, metric) -> [(seed, value, run)]
+        self.eps = defaultdict(list)  # row -> each run's ε (DP runs)
         self.per_run = []
         for run in self.runs:
             # one entry per evaluation mode the run reports (one entry, mode None, usually)
@@ -109,6 +112,9 @@ class Table:
             for mode in modes:
                 row = tuple(R.value(run, k, mode) for k in self.row_keys)
                 col = tuple(R.value(run, k, mode) for k in self.col_keys)
+                eps = R.epsilon(run, self.select, self.val_metric, mode)
+                if eps is not None:
+                    self.eps[row].append(eps)
                 for m in self.metrics:
                     v = R.select(run, self.split, m, self.select, self.val_metric, mode)
                     if v is None:
@@ -122,7 +128,7 @@ class Table:
                     self.per_run.append({"path": run.path, **dict(zip(self.row_keys, row)),
                                          **dict(zip(self.col_keys, col)), "seed": run.key("seed"),
                                          "split": self.split, "select": self.select, "metric": m,
-                                         "value": v})
+                                         "value": v, **({"epsilon": eps} if eps is not None else {})})
         for (row, col, m), vals in cells.items():
             seeds = [s for s, _, _ in vals]
             dup = {s for s in seeds if seeds.count(s) > 1}
@@ -169,6 +175,14 @@ class Table:
     def _fmt(self, x):
         return f"{x:.{self.decimals}f}"
 
+    def _eps_cells(self, row, infinity: str, missing: str) -> list[str]:
+        """The row's ε cell (none when no run has DP): one value, or the range of its runs'."""
+        if not self.eps:
+            return []
+        vals = sorted(set(self.eps.get(row, [])))
+        fmt = lambda x: infinity if x == float("inf") else f"{x:.2f}"
+        return [missing if not vals else "–".join(dict.fromkeys(fmt(v) for v in (vals[0], vals[-1])))]
+
     @staticmethod
     def _arrow(m):
         return "↓" if R.lower_is_better(m) else "↑"
@@ -178,20 +192,26 @@ class Table:
         what = ("final values (summary.json)" if self.select == "final" else
                 f"at the round with the best val {self.val_metric} (metrics.jsonl)")
         same = "".join(f"; {k} = {v} for all runs" for k, v in self.constants.items())
+        deltas = sorted({r.key("privacy.delta") for r in self.runs if R.epsilon(r) is not None})
+        if deltas:  # README "Differential privacy": the accountant and the sampling
+            same += f"; ε at δ = {' / '.join(f'{d:.3g}' for d in deltas)} (privacy.accountant)"
         return (f"{self.split} metrics, {what}; mean ± sample std over seeds (n runs); "
                 f"best per column in bold{same}")
 
     def markdown(self) -> str:
-        head = [*self.row_keys] + [f"{' / '.join(map(str, c))} {m} {self._arrow(m)}"
-                                   for c, m in self.columns()]
+        eps = ["ε"] if self.eps else []
+        head = [*self.row_keys, *eps] + [f"{' / '.join(map(str, c))} {m} {self._arrow(m)}"
+                                         for c, m in self.columns()]
         lines = ["| " + " | ".join(head) + " |",
-                 "|" + "|".join([":--"] * len(self.row_keys) + ["--:"] * len(self.columns())) + "|"]
+                 "|" + "|".join([":--"] * len(self.row_keys) + ["--:"] * (len(eps) + len(self.columns())))
+                 + "|"]
         def cell(mean, std, n, best):
             txt = self._fmt(mean) + ("" if std is None else f" ± {self._fmt(std)}")
             return f"{f'**{txt}**' if best else txt} (n={n})"
 
         for row in self.row_vals:
-            cells = ["–" if v is None else str(v) for v in row] + self._cells(row, cell, "–")
+            cells = (["–" if v is None else str(v) for v in row] + self._eps_cells(row, "∞", "–")
+                     + self._cells(row, cell, "–"))
             lines.append("| " + " | ".join(cells) + " |")
         out = "\n".join(lines) + f"\n\n{self.caption()}.\n"
         if self.notes:
@@ -201,7 +221,7 @@ class Table:
     def latex(self) -> str:
         esc = lambda s: (str(s).replace("\\", r"\textbackslash{}").replace("_", r"\_")
                          .replace("&", r"\&").replace("%", r"\%").replace("#", r"\#"))
-        nr, nm = len(self.row_keys), len(self.metrics)
+        nr, nm = len(self.row_keys) + bool(self.eps), len(self.metrics)  # nr: the leading columns
         lines = [r"% requires \usepackage{booktabs}",
                  r"\begin{tabular}{" + "l" * nr + "c" * len(self.columns()) + "}", r"\toprule"]
         groups = " & ".join([""] * nr + [rf"\multicolumn{{{nm}}}{{c}}{{{esc(' / '.join(map(str, c)))}}}"
@@ -210,7 +230,7 @@ class Table:
         lines.append(" ".join(rf"\cmidrule(lr){{{nr + 1 + i * nm}-{nr + (i + 1) * nm}}}"
                               for i in range(len(self.col_vals))))
         arrow = lambda m: r"$\downarrow$" if R.lower_is_better(m) else r"$\uparrow$"
-        lines.append(" & ".join([esc(k) for k in self.row_keys] +
+        lines.append(" & ".join([esc(k) for k in self.row_keys] + ([r"$\varepsilon$"] if self.eps else []) +
                                 [f"{esc(m)} {arrow(m)}" for _, m in self.columns()]) + r" \\")
         lines.append(r"\midrule")
         def cell(mean, std, n, best):
@@ -219,7 +239,8 @@ class Table:
             return f"${body}$ {{\\scriptsize $n{{=}}{n}$}}"
 
         for row in self.row_vals:
-            cells = ["--" if v is None else esc(v) for v in row] + self._cells(row, cell, "--")
+            cells = (["--" if v is None else esc(v) for v in row] + self._eps_cells(row, r"$\infty$", "--")
+                     + self._cells(row, cell, "--"))
             lines.append(" & ".join(cells) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}", f"% {self.caption()}"]
         return "\n".join(lines) + "\n"
@@ -233,7 +254,7 @@ class Table:
             f.write(self.latex())
         with open(paths[2], "w", newline="") as f:
             fields = ["path", *self.row_keys, *self.col_keys, "seed", "split", "select",
-                      "metric", "value"]
+                      "metric", "value", *(["epsilon"] if self.eps else [])]
             w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(fields)))
             w.writeheader()
             w.writerows(self.per_run)

@@ -26,12 +26,11 @@ def options(group: str) -> list[str]:
 
 def _check(group: str, value: str) -> None:
     avail = options(group)
+    usage = f"+{group}" if group in ("task", "algo") else group  # appended groups take a +
     for v in value.split(","):  # multirun sweeps: +algo=fedrecon,fedavg
         if v not in avail:
             raise UserError(f"unknown {group} {v!r}; available: {', '.join(avail)} "
-                            f"(use +{group}=<name>)" if group != "experiment" else
-                            f"unknown experiment {v!r}; available: {', '.join(avail)} "
-                            f"(use experiment=<name>)")
+                            f"(use {usage}=<name>)")
 
 
 def _resume(argv: list[str]) -> list[str]:
@@ -69,6 +68,9 @@ def normalize(argv: list[str]) -> list[str]:
     if _find(argv, "resume")[0] is not None:
         argv = _resume(argv)
     _check_writable(argv)
+    _, dp = _find(argv, "dp")
+    if dp is not None:
+        _check("dp", dp)
     i, exp = _find(argv, "experiment")
     if exp is not None:
         _check("experiment", exp)

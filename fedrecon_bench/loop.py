@@ -19,7 +19,7 @@ import psutil
 from tqdm import tqdm
 
 import tasks
-from fedrecon_bench import algorithms, checkpoint, tff_runtime, validate
+from fedrecon_bench import algorithms, checkpoint, privacy, tff_runtime, validate
 from fedrecon_bench.errors import UserError
 from fedrecon_bench.run_log import RunLog
 
@@ -130,9 +130,12 @@ def start_line(cfg, engine: str, size: dict, data, device: dict) -> str:
             f"{cfg.rounds} rounds; " + "; ".join(sizes))
 
 
+DP_FLOATS = ("dp_clip", "dp_zeroing_norm")  # a private round's aggregator values (README)
+
+
 def _clean(metrics: dict, names) -> dict:
-    out = {k: float(metrics[k]) for k in names if k in metrics}
-    for k in ("num_examples", "num_batches", "store_clients", "store_bytes"):
+    out = {k: float(metrics[k]) for k in (*names, *DP_FLOATS) if k in metrics}
+    for k in ("num_examples", "num_batches", "store_clients", "store_bytes", "dp_zeroed"):
         if k in metrics:
             out[k] = int(metrics[k])
     return out
@@ -159,6 +162,7 @@ def run(cfg, run_dir: str) -> dict:
     engine = engine_of(cfg, task)
     data = task.load()
     validate.check_population(cfg, data)
+    report = privacy.Report(cfg, len(data.train)) if privacy.params(cfg) else None
     if engine == "tff":
         tff_runtime.start()
     algo = algorithms.get(cfg.algo.name, engine)(task, data.info, cfg, run_dir=run_dir)
@@ -167,13 +171,14 @@ def run(cfg, run_dir: str) -> dict:
 
     state = algo.initialize()
     rng = np.random.default_rng([cfg.seed, 2])  # client sampling only
-    start, resumed, wall_before = 1, None, 0.0
+    start, resumed, wall_before, clips = 1, None, 0.0, []  # clips: each round's DP clip
     restored = checkpoint.load_latest(run_dir, state)
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     if restored is not None:
         state, meta = restored
         rng.bit_generator.state = meta["rng"]
         start, resumed, wall_before = meta["round"] + 1, meta["round"], meta["wall_s"]
+        clips = meta.get("dp_clips", [])
         checkpoint.truncate_lines(metrics_path, meta["metrics_lines"])
         if hasattr(algo, "store"):
             algo.store.restore(checkpoint.store_dir(run_dir, meta["round"]))
@@ -218,13 +223,14 @@ def run(cfg, run_dir: str) -> dict:
         Seen users reconstruct (or fine-tune) on their own training data."""
         t = time.time()
         res = algo.evaluate(state, everyone[split], clients.ids, seen=seen, recon_from=own_train[split])
+        eps = report.row(r) if report else {}  # ε after r rounds, at δ
         modes = getattr(algo, "eval_modes", None)
         if not modes:
-            return log.row(r, split, _clean(res, names), clients=len(clients), eval_s=time.time() - t)
+            return log.row(r, split, _clean(res, names), clients=len(clients), eval_s=time.time() - t, **eps)
         for mode in reversed(list(res)):  # headline mode last, so it is the split's final row
             key = split if mode == modes[0] else f"{split}_{mode}"
             log.row(r, split, _clean(res[mode], names), clients=len(clients),
-                    eval_s=time.time() - t, eval_mode=mode, last_key=key)
+                    eval_s=time.time() - t, eval_mode=mode, last_key=key, **eps)
     try:
         bar = tqdm(range(start, cfg.rounds + 1), desc=f"{cfg.task.name}/{cfg.algo.name}",
                    file=sys.stderr, dynamic_ncols=True, mininterval=1.0,
@@ -244,6 +250,8 @@ def run(cfg, run_dir: str) -> dict:
             summary["comm"]["total_bytes_down"] += down
             summary["comm"]["total_bytes_up"] += up
             summary["round_reached"] = r
+            if "dp_clip" in m:
+                clips.append(float(m["dp_clip"]))
             bar.set_postfix(loss=f"{rec['loss']:.4f}",
                             **{task.headline_metric: f"{rec.get(task.headline_metric, float('nan')):.4f}"})
             if not math.isfinite(rec["loss"]):
@@ -258,7 +266,7 @@ def run(cfg, run_dir: str) -> dict:
                 checkpoint.save(run_dir, r, state, {
                     "rng": rng.bit_generator.state, "metrics_lines": log.lines,
                     "last": log.last, "wandb_id": log.wandb_id, "comm": summary["comm"],
-                    "wall_s": wall_before + time.time() - t0})
+                    "wall_s": wall_before + time.time() - t0, "dp_clips": clips})
         bar.close()
         if summary["status"] != "diverged":
             evaluate(cfg.rounds, "test", data.test)
@@ -276,6 +284,8 @@ def run(cfg, run_dir: str) -> dict:
                                "steps_computed": algo.exec.steps["computed"]}
         summary["final"] = {s: {k: v for k, v in rec.items() if k not in ("round", "split")}
                             for s, rec in log.last.items()}
+        if report:
+            summary["privacy"] = report.summary(summary["round_reached"], clips, algo.dp_clip(state))
         summary["wall_s"] = round(wall_before + time.time() - t0, 3)
         summary["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         log.finish(summary)

@@ -52,6 +52,7 @@ class RunLog:
         mode = os.environ.get("WANDB_MODE") or lg.mode  # the env var lets users opt in online
         tags = [c.task.name, c.algo.name, f"seed{c.seed}",
                 f"split_by={c.task.get('split_by', 'user')}", f"engine={c.get('engine', 'tff')}",
+                f"dp={(c.get('dp') or {}).get('name', 'none')}",
                 *(lg.get("tags") or [])]
         return wandb.init(
             project=lg.project, entity=lg.get("entity"), mode=mode, dir=self.run_dir,
@@ -86,6 +87,8 @@ class RunLog:
         if self.wandb is not None:
             flat = {f"final/{s}/{k}": v for s, m in summary.get("final", {}).items()
                     for k, v in m.items() if isinstance(v, (int, float))}
+            flat.update({f"privacy/{k}": v for k, v in summary.get("privacy", {}).items()
+                         if isinstance(v, (int, float))})
             self.wandb.summary.update({"status": summary["status"], "wall_s": summary["wall_s"],
                                        "global_params": summary.get("global_params"),
                                        "local_params": summary.get("local_params"), **flat})

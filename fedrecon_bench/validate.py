@@ -1,7 +1,7 @@
 """Config checks that run before any data is read or any model is built."""
 from __future__ import annotations
 
-from fedrecon_bench import optimizers, splits
+from fedrecon_bench import optimizers, privacy, splits
 from fedrecon_bench.errors import UserError
 
 
@@ -34,6 +34,7 @@ def check_config(cfg) -> None:
             optimizers.check(cfg.algo[key], f"algo.{key}")
     splits.check(cfg.split.train, "split.train", evaluation=False)
     splits.check(cfg.split.eval, "split.eval", evaluation=True)
+    privacy.check(cfg)
 
 
 def check_population(cfg, data) -> None:

@@ -1,6 +1,7 @@
 """Shared test helpers: config composition in-process and the shared real data."""
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 

@@ -267,3 +267,53 @@ def test_tune_keeps_per_algorithm_the_learning_rate_best_on_val_and_stable(tmp_p
     cells = _cells(t.markdown())
     assert cells["a"][0].startswith("**0.305 ± 0.007**") and cells["b"][0].startswith("0.205 ± 0.007")
     assert any("not stable on every seed: 0.5" in n for n in t.notes)
+
+
+# --------------------------------------------------------------------------
+# Differential privacy: the ε column and a metric against ε
+# --------------------------------------------------------------------------
+EPS = {0.0: float("inf"), 1.0: 5.0, 2.0: 2.0}  # noise multiplier -> ε of the run
+
+
+@pytest.fixture
+def dp_sweep(tmp_path):
+    """Two algorithms x three noise multipliers x two seeds, and one run without DP."""
+    root = tmp_path / "dp"
+    for algo, base in (("a", 0.5), ("b", 0.4)):
+        for z, eps in EPS.items():
+            for seed in (0, 1):
+                acc = base - 0.1 * z + seed / 100
+                make_run(root, f"{algo}-{z}-{seed}", algo=algo, seed=seed,
+                         final={"test": {"accuracy": acc, "epsilon": eps, "delta": 0.25}},
+                         privacy={"noise_multiplier": z, "epsilon": eps, "delta": 0.25})
+    make_run(root, "a-none", algo="a", seed=0, final={"test": {"accuracy": 0.6}})
+    return root
+
+
+def test_table_has_an_epsilon_column_and_a_row_per_noise_multiplier(dp_sweep, tmp_path):
+    t = table_mod.Table(R.load_runs([str(dp_sweep)]))
+    md = t.markdown()
+    assert md.splitlines()[0] == "| algo | privacy.noise_multiplier | ε | movielens accuracy ↑ |"
+    rows = [[c.strip() for c in l.strip("|").split("|")] for l in md.splitlines()[2:9]]
+    assert rows[:5] == [["a", "0.0", "∞", "0.505 ± 0.007 (n=2)"], ["a", "1.0", "5.00", "0.405 ± 0.007 (n=2)"],
+                        ["a", "2.0", "2.00", "0.305 ± 0.007 (n=2)"], ["a", "–", "–", "**0.600** (n=1)"],
+                        ["b", "0.0", "∞", "0.405 ± 0.007 (n=2)"]]
+    assert "ε at δ = 0.25" in md
+    assert r"$\infty$" in t.latex() and r"\cmidrule(lr){4-4}" in t.latex()
+    t.write(str(tmp_path / "out"))
+    per_run = (tmp_path / "out" / "table.csv").read_text().splitlines()
+    assert per_run[0].endswith(",metric,value,epsilon") and len(per_run) == 1 + 13
+    # a run without DP alone: no ε column
+    plain = table_mod.Table(R.load_runs([str(dp_sweep / "a-none")]))
+    assert "ε" not in plain.markdown().splitlines()[0]
+
+
+def test_plot_metric_against_epsilon(dp_sweep, tmp_path, capsys):
+    out = tmp_path / "plots"
+    assert plot_mod.main([str(dp_sweep), "--out", str(out), "--x", "privacy.epsilon"]) == 0
+    img = _image(out / "vs_movielens_test_accuracy_privacy.epsilon.png")
+    assert img.shape[:2] == (600, 960) and img[..., :3].var() > 0.005
+    assert sorted(p.name for p in out.iterdir()) == ["vs_movielens_test_accuracy_privacy.epsilon.pdf",
+                                                     "vs_movielens_test_accuracy_privacy.epsilon.png"]
+    assert plot_mod.main([str(dp_sweep), "--out", str(out), "--x", "privacy.nope"]) == 2
+    assert "--x privacy.nope: no completed run has a number for it" in capsys.readouterr().err

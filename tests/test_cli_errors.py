@@ -46,6 +46,9 @@ def last_line(text: str) -> str:
                                         "available: " + ", ".join(options("algo"))]),
     (("experiment=nope",), ["error: unknown experiment 'nope'", "available:",
                             *options("experiment")]),
+    (("+task=movielens", "+algo=fedrecon", "dp=laplace"), ["error: unknown dp 'laplace'",
+                                                          "available: " + ", ".join(options("dp")),
+                                                          "(use dp=<name>)"]),
     (("+task=movielens", "+algo=fedrecon", "experiment=nope"), ["unknown experiment 'nope'"]),
     (("-m", "+task=movielens,nope", "+algo=fedrecon"), ["error: unknown task 'nope'"]),
 ])
@@ -70,10 +73,10 @@ def _tiny_csv(path, n_users=20, per_user=6):
     return path
 
 
-def run_expecting_user_error(tmp_path, *overrides) -> str:
+def run_expecting_user_error(tmp_path, *overrides, algo="fedrecon") -> str:
     from fedrecon_bench import loop
 
-    cfg = compose("+task=movielens", "+algo=fedrecon", f"data_dir={tmp_path / 'data'}",
+    cfg = compose("+task=movielens", f"+algo={algo}", f"data_dir={tmp_path / 'data'}",
                   "task.download=false", "rounds=1", "logger=none", *overrides)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -124,6 +127,15 @@ def test_clients_per_round_larger_than_train_population(tmp_path):
     (("task.max_examples_per_user=-3",), ["task.max_examples_per_user=-3 must be an integer"]),
     (("task.embedding_dim=0",), ["task.embedding_dim=0 must be an integer >= 1"]),
     (("split.train.recon_epochs=0",), ["split.train.recon_epochs=0 must be an integer >= 1"]),
+    (("algo.client_weighting=tokens",), ["algo.client_weighting='tokens' is unknown", "examples, uniform"]),
+    (("dp=gaussian_adaptive", "algo.client_weighting=examples"),
+     ["dp=gaussian_adaptive needs uniform client weighting", "algo.client_weighting='examples'",
+      "set algo.client_weighting=uniform"]),
+    (("dp=gaussian_adaptive", "dp.noise_multiplier=0.5"),  # 2 clients: count noise 0.1 < z/2
+     ["dp.noise_multiplier=0.5 needs more count noise", "raise clients_per_round above 5"]),
+    (("dp=gaussian_fixed", "dp.clip=0"), ["dp.clip=0 must be a number > 0"]),
+    (("dp=gaussian_fixed", "dp.noise_multiplier=-1"), ["dp.noise_multiplier=-1 must be a number >= 0"]),
+    (("dp=gaussian_fixed", "dp.delta=1.5"), ["dp.delta=1.5 must be a number > 0 and <= 1"]),
 ])
 def test_bad_config_is_refused_before_data(tmp_path, overrides, fragments):
     # A valid tiny ratings file: only the config is wrong.
@@ -132,6 +144,14 @@ def test_bad_config_is_refused_before_data(tmp_path, overrides, fragments):
                                    "clients_per_round=2", *overrides)
     for frag in fragments:
         assert frag in msg, msg
+
+
+def test_dp_is_refused_for_centralized_training(tmp_path):
+    f = _tiny_csv(tmp_path / "r.csv")
+    msg = run_expecting_user_error(tmp_path, f"task.ratings_file={f}", "task.max_users=null",
+                                   "clients_per_round=2", "dp=gaussian_fixed", algo="centralized")
+    assert msg.startswith("dp=gaussian_fixed does not apply to +algo=centralized"), msg
+    assert "no client updates" in msg and "use dp=none" in msg
 
 
 # --------------------------------------------------------------------------

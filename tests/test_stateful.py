@@ -73,7 +73,7 @@ def test_stateful_run_reports_fresh_and_reconstructed_evaluation(tiny_ratings, t
 
 @pytest.mark.parametrize("engine", ["tff", "fast"])
 def test_stateful_resume_restores_the_client_store(tiny_ratings, tmp_path, monkeypatch, engine):
-    from fedrecon_bench import algorithms, loop
+    from fedrecon_bench import algorithms
 
     StatefulFedAvg = algorithms.get("stateful_fedavg", engine)
     args = ("+task=movielens", "+algo=stateful_fedavg", f"task.ratings_file={tiny_ratings}",

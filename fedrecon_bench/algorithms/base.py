@@ -1,14 +1,34 @@
 """What every algorithm built on one TFF `LearningProcess` (`self.process`) shares."""
 from __future__ import annotations
 
+from fedrecon_bench import privacy
+from fedrecon_bench.algorithms import dp_tff
+
+
+def client_weighting(cfg):
+    """TFF's ClientWeighting for algo.client_weighting (checked in one place: privacy.py)."""
+    import tensorflow_federated as tff
+
+    w = tff.learning.ClientWeighting
+    return w.UNIFORM if privacy.client_weighting(cfg) == "uniform" else w.NUM_EXAMPLES
+
 
 class TffProcess:
+    dp = None  # privacy.Params of a private run: the process aggregates with dp_tff.factory
+
     def initialize(self):
         return self.process.initialize()
 
     def next(self, state, client_datasets, client_ids=None):
         out = self.process.next(state, client_datasets)
-        return out.state, dict(out.metrics["client_work"]["train"])
+        metrics = dict(out.metrics["client_work"]["train"])
+        if self.dp is not None:
+            metrics.update(dp_tff.round_metrics(self.dp, state.aggregator, out.metrics["aggregator"]))
+        return out.state, metrics
+
+    def dp_clip(self, state) -> float:
+        """The DP clip the next round would use."""
+        return dp_tff.clip(self.dp, state.aggregator)
 
     def global_weights(self, state):
         """What the server holds: the global model weights only."""

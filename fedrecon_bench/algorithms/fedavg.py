@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import tensorflow_federated as tff
 
-from fedrecon_bench import optimizers, splits
-from fedrecon_bench.algorithms.base import TffProcess
+from fedrecon_bench import optimizers, privacy, splits
+from fedrecon_bench.algorithms import dp_tff
+from fedrecon_bench.algorithms.base import TffProcess, client_weighting
 from fedrecon_bench.algorithms.finetune import FineTuneEvaluator
 from fedrecon_bench.errors import UserError
 
@@ -37,10 +38,15 @@ class FedAvg(TffProcess):
                 p.model, loss=task.loss_fn()(), input_spec=p.input_spec,
                 metrics=task.metrics_fn()())
 
-        self.process = tff.learning.algorithms.build_weighted_fed_avg(
-            model_fn,
-            client_optimizer_fn=optimizers.build(a.client_optimizer, "algo.client_optimizer"),
-            server_optimizer_fn=optimizers.build(a.server_optimizer, "algo.server_optimizer"))
+        opts = dict(client_optimizer_fn=optimizers.build(a.client_optimizer, "algo.client_optimizer"),
+                    server_optimizer_fn=optimizers.build(a.server_optimizer, "algo.server_optimizer"))
+        self.dp = privacy.params(cfg)
+        if self.dp:  # TFF's DP factory is an unweighted aggregator: the unweighted builder
+            self.process = tff.learning.algorithms.build_unweighted_fed_avg(
+                model_fn, model_aggregator=dp_tff.factory(self.dp), **opts)
+        else:
+            self.process = tff.learning.algorithms.build_weighted_fed_avg(
+                model_fn, client_weighting=client_weighting(cfg), **opts)
         self.eval_process = tff.learning.algorithms.build_fed_eval(model_fn)
         self._eval_state = self.eval_process.initialize()
         self._measure_half = splits.build(cfg.split.eval, "split.eval", evaluation=True)

@@ -20,8 +20,9 @@ import tensorflow_federated as tff
 
 from omegaconf import OmegaConf
 
-from fedrecon_bench import optimizers, splits
-from fedrecon_bench.algorithms.base import TffProcess
+from fedrecon_bench import optimizers, privacy, splits
+from fedrecon_bench.algorithms import dp_tff
+from fedrecon_bench.algorithms.base import TffProcess, client_weighting
 from fedrecon_bench.algorithms.finetune import FineTuneEvaluator
 
 
@@ -38,12 +39,15 @@ class FedRecon(TffProcess):
                 local_layers=p.local_layers, input_spec=p.input_spec)
 
         recon_opt = optimizers.build(a.reconstruction_optimizer, "algo.reconstruction_optimizer")
+        self.dp = privacy.params(cfg)  # DP: TFF's DP factory aggregates the updates, uniformly weighted
         self.process = tff.learning.algorithms.build_fed_recon(
             model_fn, loss_fn=task.loss_fn(), metrics_fn=task.metrics_fn(),
             server_optimizer_fn=optimizers.build(a.server_optimizer, "algo.server_optimizer"),
             client_optimizer_fn=optimizers.build(a.client_optimizer, "algo.client_optimizer"),
             reconstruction_optimizer_fn=recon_opt,
-            dataset_split_fn=splits.build(cfg.split.train, "split.train"))
+            dataset_split_fn=splits.build(cfg.split.train, "split.train"),
+            model_aggregator_factory=dp_tff.factory(self.dp) if self.dp else None,
+            client_weighting=client_weighting(cfg))
         self.eval_process = tff.learning.algorithms.build_fed_recon_eval(
             model_fn, loss_fn=task.loss_fn(), metrics_fn=task.metrics_fn(),
             reconstruction_optimizer_fn=recon_opt,

@@ -8,20 +8,23 @@
             g_i <- g_t
             for each batch b of D_i: (g_i, l_i) <- ClientOpt((g_i, l_i), grad L(g_i, l_i; b))
             store[i] <- l_i;  send g_t - g_i                        (local variables stay)
-        g_{t+1} <- ServerOpt(g_t, mean of (g_t - g_i) weighted by |D_i|)
+        g_{t+1} <- ServerOpt(g_t, mean of (g_t - g_i) weighted by |D_i|, or uniformly)
     evaluation of unseen users (no state): local variables fresh from init, and
     reconstructed as FedRecon does (both reported); seen users use their stored state.
 
 TFF has no stateful-client process, so rounds run as TF client steps
 (`tf.function`) orchestrated here, with TFF optimizers on client and server;
-the reconstruction evaluation is TFF's `build_fed_recon_eval`.
+the reconstruction evaluation is TFF's `build_fed_recon_eval`. Under DP the global
+updates go through the aggregation process of TFF's DP factory (algorithms/dp_tff.py);
+the local variables never leave the client, so DP covers all that travels.
 """
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
-from fedrecon_bench import client_store, optimizers, splits
+from fedrecon_bench import client_store, optimizers, privacy, splits
+from fedrecon_bench.algorithms import dp_tff
 from fedrecon_bench.algorithms.fedrecon import FedRecon
 
 
@@ -42,6 +45,9 @@ class StatefulFedAvg:
         self.client_opt = optimizers.build(a.client_optimizer, "algo.client_optimizer")
         self.server_opt = optimizers.build(a.server_optimizer, "algo.server_optimizer")
         self.store = client_store.make(a.get("store", "memory"), run_dir)
+        self.uniform = a.name != "centralized" and privacy.client_weighting(cfg) == "uniform"
+        self.dp = privacy.params(cfg) if a.name != "centralized" else None
+        self.dp_agg = dp_tff.Aggregator(self.dp, [v.shape for v in self.gvars]) if self.dp else None
         self._measure_half = splits.build(cfg.split.eval, "split.eval", evaluation=True)
         specs = [tf.TensorSpec(v.shape, v.dtype) for v in self.gvars + self.lvars]
         self._opt_init = self.client_opt.initialize(specs)
@@ -88,29 +94,38 @@ class StatefulFedAvg:
     def initialize(self):
         g = [v.numpy().copy() for v in self.gvars]
         specs = [tf.TensorSpec(v.shape, v.dtype) for v in self.gvars]
-        return {"global": g, "opt": self.server_opt.initialize(specs)}
+        state = {"global": g, "opt": self.server_opt.initialize(specs)}
+        return {**state, "dp": self.dp_agg.initialize()} if self.dp else state
 
     def next(self, state, client_datasets, client_ids):
-        metrics, deltas, weights = self._train_metrics, [], []
+        metrics, deltas, examples = self._train_metrics, [], []
         for m in metrics:
             m.reset_state()
         for cid, ds in zip(client_ids, client_datasets):
             self._set(self.gvars, state["global"])
             self._set(self.lvars, self.store.get(cid) or self.local_init)
-            n = int(self._train_client(ds, metrics))
+            examples.append(int(self._train_client(ds, metrics)))
             self.store.put(cid, [v.numpy() for v in self.lvars])
             deltas.append([g0 - v.numpy() for g0, v in zip(state["global"], self.gvars)])
-            weights.append(n)
-        w = np.asarray(weights, np.float64) / max(sum(weights), 1)
-        pseudo_grad = [np.sum([wi * d[k] for wi, d in zip(w, deltas)], axis=0).astype(np.float32)
-                       for k in range(len(self.gvars))]
+        new_state, out = {}, {m.name: float(m.result()) for m in metrics}
+        if self.dp:
+            new_state["dp"], pseudo_grad, dp_metrics = self.dp_agg.next(state["dp"], deltas)
+            out.update(dp_metrics)
+        else:
+            weights = np.ones(len(examples)) if self.uniform else np.asarray(examples, np.float64)
+            w = weights / max(weights.sum(), 1)
+            pseudo_grad = [np.sum([wi * d[k] for wi, d in zip(w, deltas)], axis=0).astype(np.float32)
+                           for k in range(len(self.gvars))]
         as_t = lambda xs: tuple(tf.convert_to_tensor(x) for x in xs)  # TFF optimizers check tf shapes
         opt, new = self.server_opt.next(state["opt"], as_t(state["global"]), as_t(pseudo_grad))
-        out = {m.name: float(m.result()) for m in metrics}
-        out.update(num_examples=int(sum(weights)), store_clients=len(self.store),
+        out.update(num_examples=int(sum(examples)), store_clients=len(self.store),
                    store_bytes=self.store.nbytes)
         opt = tf.nest.map_structure(np.asarray, opt)
-        return {"global": [np.asarray(x) for x in new], "opt": opt}, out
+        return {"global": [np.asarray(x) for x in new], "opt": opt, **new_state}, out
+
+    def dp_clip(self, state) -> float:
+        """The DP clip the next round would use."""
+        return dp_tff.clip(self.dp, state["dp"])
 
     def evaluate(self, state, client_datasets, client_ids, seen: bool = False, recon_from=None) -> dict:
         """{'recon': ..., 'fresh': ...} for unseen users; seen users use their stored state,

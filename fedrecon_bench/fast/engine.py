@@ -1,6 +1,7 @@
 """What every fast-engine algorithm shares: the task's JAX model and initial weights,
 optimizers and schedules from the same config as engine=tff, sparse-table views,
-how clients run (fast/execute.py), the server step and plain measurement.
+how clients run (fast/execute.py), client weighting, the server step (under DP,
+fast/dp.py's aggregation) and plain measurement.
 """
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedrecon_bench import splits
+from fedrecon_bench import privacy, splits
 from fedrecon_bench.fast import client as fc
-from fedrecon_bench.fast import optim
+from fedrecon_bench.fast import dp, optim
 from fedrecon_bench.errors import UserError
 from fedrecon_bench.fast.data import EvalSet, split_parts
 from fedrecon_bench.fast.execute import AXIS, MODES, Executor
@@ -78,6 +79,12 @@ class FastAlgorithm:
         self.train_parts, self.eval_parts = split_parts(cfg.split.train), split_parts(cfg.split.eval)
         self.key = jax.random.PRNGKey(cfg.seed)  # dropout only; sampling and init are the loop's and Keras'
         self._server = jax.jit(self._server_fn)
+        federated = a.name != "centralized"
+        self.uniform = federated and privacy.client_weighting(cfg) == "uniform"
+        self.dp = privacy.params(cfg) if federated else None
+        if self.dp:
+            self.dp_key, self._dp_clients = dp.noise_key(cfg.seed), {}
+            self._dp_server = jax.jit(self._dp_server_fn)
 
     # --- helpers ---------------------------------------------------------------
     def views(self, params: dict, rows: dict) -> dict:
@@ -88,17 +95,49 @@ class FastAlgorithm:
     def round_keys(self, state, n: int):
         return np.asarray(_round_keys(self.key, state["round"], n))
 
+    def weight(self, examples):
+        """A client's weight in the mean (algo.client_weighting): its examples, or 1."""
+        return jnp.float32(1.0) if self.uniform else examples
+
+    def run_clients(self, fn, state, c: dict, counts: np.ndarray):
+        """exec.run of a round's clients on the global variables. Under DP each client's
+        update is zeroed and clipped in the client (fast/dp.py) before it is summed."""
+        g = state["global"]
+        if not self.dp:
+            return self.exec.run(fn, g, c, counts, delta_like=g)
+        if fn not in self._dp_clients:  # one wrapper per fn: compiled once
+            self._dp_clients[fn] = dp.Clients(self.dp, fn)
+        return self.exec.run(self._dp_clients[fn], (g, state["dp"]), c, counts, delta_like=g)
+
     def server_step(self, state, params: dict, sums: dict):
-        """g <- ServerOpt(g, weighted mean of the updates); returns the new state."""
+        """g <- ServerOpt(g, weighted mean of the updates, or under DP their noised mean);
+        returns the new state."""
+        if self.dp:
+            return self._dp_server(state, params, sums["delta"], sums["sum"]["dp"])
         return self._server(state, params, sums["delta"], sums["weight"])
 
     def _server_fn(self, state, params, delta_sum, weight):
         opt, new = self.server_opt.next(state["opt"], params, fc.mean(delta_sum, weight))
         return {**state, "global": new, "opt": opt, "round": state["round"] + 1}
 
+    def _dp_server_fn(self, state, params, delta_sum, tally):
+        key = jax.random.fold_in(self.dp_key, state["round"])
+        mean, dp_state = dp.aggregate(self.dp, state["dp"], delta_sum, tally, key)
+        opt, new = self.server_opt.next(state["opt"], params, mean)
+        return {**state, "global": new, "opt": opt, "dp": dp_state, "round": state["round"] + 1}
+
+    def dp_metrics(self, state, tally) -> dict:
+        """A round's DP row values (none without DP); `state` is the one the round started from."""
+        return dp.round_metrics(self.dp, state["dp"], tally["dp"]) if self.dp else {}
+
+    def dp_clip(self, state) -> float:
+        """The DP clip the next round would use."""
+        return float(state["dp"]["clip"])
+
     def initialize(self):
-        return {"global": dict(self.g0), "opt": self.server_opt.init(self.g0),
-                "round": jnp.zeros((), jnp.int32)}
+        state = {"global": dict(self.g0), "opt": self.server_opt.init(self.g0),
+                 "round": jnp.zeros((), jnp.int32)}
+        return {**state, "dp": dp.init(self.dp)} if self.dp else state
 
     def global_weights(self, state):
         return self.weights_in_order(state["global"], self.m.global_names)

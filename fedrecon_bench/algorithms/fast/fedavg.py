@@ -4,8 +4,8 @@
         S <- sample clients_per_round training clients          (the loop)
         for each client i in S (fast/execute.py: vmap groups or one after another):
             w_i <- w_t; one epoch of w_i <- w_i - eta_c * grad L(w_i; b) over D_i
-            send w_t - w_i, weighted by |D_i| (0 if not finite)
-        w_{t+1} <- ServerOpt(w_t, weighted mean of the updates)
+            send w_t - w_i, weighted by |D_i| or 1 (0 if not finite)
+        w_{t+1} <- ServerOpt(w_t, weighted mean of the updates; under DP: fast/dp.py)
     evaluation: the global model as is on the measuring half (odd batches of
     split/eval; all held-out data for seen users); with algo.eval=finetune also
     each user's fine-tuned copy (fast/finetune below).
@@ -49,16 +49,16 @@ class FedAvg(FastAlgorithm):
     def _client(self, w, c):
         w_i = self.views(w, c["rows"])
         w_new, tally = self.client.train(w_i, {}, self.client_opt, c["data"], c["steps"], c["key"], local=True)
-        delta, weight = fc.update(w_i, w_new, tally["examples"])
+        delta, weight = fc.update(w_i, w_new, self.weight(tally["examples"]))
         return {"delta": delta, "weight": weight, "rows": c["rows"], "sum": tally}
 
     def next(self, state, clients, client_ids=None):
         steps = clients.schedule("all")
         c = {"data": clients.data, "rows": clients.rows, "steps": steps,
              "key": self.round_keys(state, len(clients))}
-        w = state["global"]
-        sums, _ = self.exec.run(self._client, w, c, steps.count, delta_like=w)
-        return self.server_step(state, w, sums), fc.finalize(self.m, sums["sum"], loss="example", counts=True)
+        sums, _ = self.run_clients(self._client, state, c, steps.count)
+        metrics = fc.finalize(self.m, sums["sum"], loss="example", counts=True)
+        return self.server_step(state, state["global"], sums), {**metrics, **self.dp_metrics(state, sums["sum"])}
 
     # --- evaluation ----------------------------------------------------------
     def _tuned(self, w, c, local: bool):

@@ -6,8 +6,8 @@
             D_i^s, D_i^q <- split(D_i)                          (split/train schedules)
             l_i <- init; l_i <- l_i - eta_r * grad_l L(g_t, l_i; D_i^s)   (reconstruction)
             g_i <- g_t;  g_i <- g_i - eta_u * grad_g L(g_i, l_i; D_i^q)   (global update)
-            send g_t - g_i, weighted by |D_i^q| (0 if not finite; l_i is dropped)
-        g_{t+1} <- ServerOpt(g_t, weighted mean of the updates)
+            send g_t - g_i, weighted by |D_i^q| or 1 (0 if not finite; l_i is dropped)
+        g_{t+1} <- ServerOpt(g_t, weighted mean of the updates; under DP: fast/dp.py)
     evaluation: reconstruct l_i on D_i^s, measure on the disjoint D_i^q (split/eval);
     seen users reconstruct on their training data and are measured on held-out data.
 
@@ -36,7 +36,7 @@ class FedRecon(FastAlgorithm):
         g_i = self.views(g, c["rows"])
         l_i = self.reconstruct(g_i, c["data"], c["recon"], k1, local=True)
         g_new, tally = self.client.train(g_i, l_i, self.client_opt, c["data"], c["post"], k2, local=True)
-        delta, weight = fc.update(g_i, g_new, tally["examples"])
+        delta, weight = fc.update(g_i, g_new, self.weight(tally["examples"]))
         return {"delta": delta, "weight": weight, "rows": c["rows"], "sum": tally}
 
     def steps(self, recon, after) -> np.ndarray:
@@ -48,9 +48,9 @@ class FedRecon(FastAlgorithm):
         recon, post = clients.schedule(rp, re, rs), clients.schedule(pp, pe, ps)
         c = {"data": clients.data, "rows": clients.rows, "recon": recon, "post": post,
              "key": self.round_keys(state, len(clients))}
-        g = state["global"]
-        sums, _ = self.exec.run(self._client, g, c, self.steps(recon, post), delta_like=g)
-        return self.server_step(state, g, sums), fc.finalize(self.m, sums["sum"], loss="batch")
+        sums, _ = self.run_clients(self._client, state, c, self.steps(recon, post))
+        metrics = {**fc.finalize(self.m, sums["sum"], loss="batch"), **self.dp_metrics(state, sums["sum"])}
+        return self.server_step(state, state["global"], sums), metrics
 
     # --- evaluation ----------------------------------------------------------
     def _eval_client(self, g, c):

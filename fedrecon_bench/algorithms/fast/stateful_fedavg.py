@@ -6,8 +6,9 @@
         for each client i in S (fast/execute.py: vmap groups or one after another):
             l_i <- store[i] if i was sampled before, else init
             g_i <- g_t; one epoch of (g_i, l_i) <- ClientOpt((g_i, l_i), grad L(g_i, l_i; b)) over D_i
-            store[i] <- l_i;  send g_t - g_i, weighted by |D_i|
-        g_{t+1} <- ServerOpt(g_t, weighted mean of the updates)
+            store[i] <- l_i;  send g_t - g_i, weighted by |D_i| or 1
+        g_{t+1} <- ServerOpt(g_t, weighted mean of the updates; under DP: fast/dp.py, which
+                   covers all that travels: the local variables never leave the client)
     evaluation: unseen users with fresh local variables and reconstructed (FedRecon's
     evaluation); seen users with their stored state.
 
@@ -35,14 +36,13 @@ class StatefulFedAvg(FedRecon):  # FedRecon for the reconstruction evaluation
         new, tally = self.client.train({**g_i, **c["local"]}, {}, self.client_opt, c["data"], c["steps"],
                                        c["key"], local=True)
         delta = {n: g_i[n] - new[n] for n in g_i}
-        return {"delta": delta, "weight": tally["examples"], "rows": c["rows"], "sum": tally,
+        return {"delta": delta, "weight": self.weight(tally["examples"]), "rows": c["rows"], "sum": tally,
                 "keep": {n: new[n] for n in c["local"]}}
 
     def train_round(self, state, c, steps):
         """(new state, each client's new local variables, summed tallies)."""
-        g = state["global"]
-        sums, local = self.exec.run(self._stateful_client, g, c, steps, delta_like=g)
-        return self.server_step(state, g, sums), local, sums["sum"]
+        sums, local = self.run_clients(self._stateful_client, state, c, steps)
+        return self.server_step(state, state["global"], sums), local, sums["sum"]
 
     def stored(self, client_ids, use_store: bool = True) -> dict:
         """The clients' local variables, stacked: stored state, or init for new clients."""
@@ -59,12 +59,12 @@ class StatefulFedAvg(FedRecon):  # FedRecon for the reconstruction evaluation
         steps = clients.schedule("all")
         c = {"local": self.stored(client_ids), "data": clients.data, "rows": clients.rows, "steps": steps,
              "key": self.round_keys(state, len(clients))}
-        state, local, tally = self.train_round(state, c, steps.count)
+        new_state, local, tally = self.train_round(state, c, steps.count)
         self.keep(client_ids, local)
-        out = fc.finalize(self.m, tally, loss="batch")
+        out = {**fc.finalize(self.m, tally, loss="batch"), **self.dp_metrics(state, tally)}
         out.update(num_examples=int(round(float(tally["examples"]))), store_clients=len(self.store),
                    store_bytes=self.store.nbytes)
-        return state, out
+        return new_state, out
 
     # --- evaluation ----------------------------------------------------------
     final = {"recon": ("batch", False), "fresh": ("batch", False), "stored": ("batch", False)}

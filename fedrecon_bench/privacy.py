@@ -1,0 +1,171 @@
+"""User-level differential privacy: the `dp` config, the noise split, and the accounting.
+
+No TensorFlow and no JAX here: validate.py checks the config with it before anything
+loads, both engines take their numbers from `params` (engine=tff: algorithms/dp_tff.py
+builds TFF's own factories; engine=fast: fast/dp.py), and the loop reports ε with `Report`.
+
+The mechanism (TFF's DifferentiallyPrivateFactory): each client's model update is clipped
+to L2 norm C, the clipped updates are summed, Gaussian noise N(0, (z_v C)^2) is added to
+every coordinate and the sum is divided by clients_per_round. `gaussian_adaptive` moves C
+towards a quantile of the update norms from a noised count of clients under the clip;
+that count spends part of the privacy budget, so the value noise z_v is a little above
+the total noise multiplier z, which is what the accounting uses (TFF documents z as the
+effective multiplier: 1/z^2 = 1/z_v^2 + 1/(2 sigma_count)^2).
+
+Accounting: the loop samples clients_per_round = m of the N training users uniformly
+without replacement every round. dp-accounting models exactly this sampler only with
+its RDP accountant under replace-one adjacency (SampledWithoutReplacementDpEvent: the
+Wang-Balle-Kasiviswanathan bound, a valid upper bound for this sampler). Under replace-one,
+swapping one user changes the clipped sum by up to 2C (and the +-0.5 count by up to 1), so
+the multiplier relative to that sensitivity is z/2: the event is Gaussian(z/2), which makes
+ε valid (conservative) for the sampler the loop runs, not the Poisson heuristic.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+from fedrecon_bench.errors import UserError
+
+KINDS = ("none", "gaussian_adaptive", "gaussian_fixed")
+WEIGHTINGS = ("examples", "uniform")  # algo.client_weighting
+ACCOUNTANT = "rdp (dp-accounting RdpAccountant, replace-one adjacency, noise multiplier z/2)"
+SAMPLING = "clients_per_round of the training users per round, uniformly without replacement"
+# TFF's adaptive zeroing in front of the DP query (tff.learning.dp_aggregator, zeroing=True):
+# zero an update whose largest |value| exceeds 2 Z + 1, with Z moved geometrically (rate
+# ln 10, no noise) towards the 0.98 quantile of those values, starting at 10.
+ZEROING = {"initial": 10.0, "quantile": 0.98, "learning_rate": math.log(10.0), "multiplier": 2.0,
+           "increment": 1.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    kind: str
+    noise_multiplier: float  # z: the total, what the accounting uses
+    value_noise: float       # z_v: the multiplier of the noise on the summed updates
+    count_stddev: float      # the noise on the count of clients under the clip (adaptive)
+    clip: float              # the fixed clip, or the adaptive clip's start
+    target_quantile: float
+    clip_learning_rate: float
+    zeroing: bool
+    clients_per_round: int
+
+    @property
+    def adaptive(self) -> bool:
+        return self.kind == "gaussian_adaptive"
+
+
+def kind(cfg) -> str:
+    return (cfg.get("dp") or {}).get("name", "none")
+
+
+def client_weighting(cfg) -> str:
+    """algo.client_weighting, checked: examples (by each client's training examples) or uniform."""
+    w = cfg.algo.get("client_weighting", "examples")
+    if w not in WEIGHTINGS:
+        raise UserError(f"algo.client_weighting={w!r} is unknown; use one of {', '.join(WEIGHTINGS)}")
+    return w
+
+
+def noise_split(z: float, m: float, count_stddev: float | None) -> tuple[float, float]:
+    """(z_v, count stddev) of adaptive clipping with total multiplier z (TFF's split): the
+    count noise defaults to m / 20; z_v solves 1/z^2 = 1/z_v^2 + 1/(2 count stddev)^2."""
+    if z <= 0:
+        return 0.0, float(count_stddev or 0.0)
+    sc = 0.05 * m if count_stddev is None else float(count_stddev)
+    if z >= 2 * sc:
+        raise UserError(
+            f"dp.noise_multiplier={z} needs more count noise than dp.count_stddev={sc:g} (default "
+            f"clients_per_round/20) gives for adaptive clipping; raise clients_per_round above "
+            f"{10 * z:g}, set dp.count_stddev above {z / 2:g}, or use dp=gaussian_fixed")
+    return (z ** -2 - (2 * sc) ** -2) ** -0.5, sc
+
+
+def _number(d, key: str, low: float, low_ok: bool, high: float | None = None):
+    v = d.get(key)
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (
+        v >= low if low_ok else v > low) and (high is None or v <= high)
+    if not ok:
+        rng = f"{'>=' if low_ok else '>'} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+        raise UserError(f"dp.{key}={v!r} must be a number {rng}")
+    return float(v)
+
+
+def params(cfg) -> Params | None:
+    """The run's DP parameters, checked (None without DP)."""
+    k = kind(cfg)
+    if k not in KINDS:
+        raise UserError(f"dp.name={k!r} is unknown; use dp=<one of {', '.join(KINDS)}>")
+    if k == "none":
+        return None
+    d = cfg.dp
+    z = _number(d, "noise_multiplier", 0.0, True)
+    m = int(cfg.clients_per_round)
+    if d.get("delta") is not None:
+        _number(d, "delta", 0.0, False, 1.0)
+    if k == "gaussian_fixed":
+        return Params(k, z, z, 0.0, _number(d, "clip", 0.0, False), 0.0, 0.0, bool(d.get("zeroing")), m)
+    if d.get("count_stddev") is not None:
+        _number(d, "count_stddev", 0.0, True)
+    zv, sc = noise_split(z, m, d.get("count_stddev"))
+    return Params(k, z, zv, sc, _number(d, "clip", 0.0, False), _number(d, "target_quantile", 0.0, True, 1.0),
+                  _number(d, "clip_learning_rate", 0.0, True), bool(d.get("zeroing")), m)
+
+
+def check(cfg) -> None:
+    """Before any data is read: the dp config, the weighting it needs, where it applies."""
+    k, centralized = kind(cfg), cfg.algo.name == "centralized"
+    weighting = None if centralized else client_weighting(cfg)
+    if k in KINDS and k != "none":
+        if centralized:
+            raise UserError(f"dp={k} does not apply to +algo=centralized: centralized training has "
+                            "no client updates to privatize; use dp=none or a federated algorithm")
+        if weighting != "uniform":
+            raise UserError(f"dp={k} needs uniform client weighting, but algo.client_weighting="
+                            f"{weighting!r}; set algo.client_weighting=uniform")
+    params(cfg)
+
+
+# --------------------------------------------------------------------------
+# Accounting
+# --------------------------------------------------------------------------
+@functools.lru_cache(maxsize=256)
+def epsilon(z: float, n: int, m: int, rounds: int, delta: float) -> float:
+    """ε after `rounds` rounds, each sampling m of n users without replacement and releasing
+    the Gaussian mechanism with total noise multiplier z (inf without noise)."""
+    if rounds <= 0:
+        return 0.0
+    if z <= 0:
+        return math.inf
+    import dp_accounting
+    from dp_accounting import rdp
+
+    acc = rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
+    acc.compose(dp_accounting.SelfComposedDpEvent(dp_accounting.SampledWithoutReplacementDpEvent(
+        n, m, dp_accounting.GaussianDpEvent(z / 2)), rounds))  # z/2: replace-one sensitivity 2C
+    return float(acc.get_epsilon(delta))
+
+
+class Report:
+    """What a DP run logs: ε at δ on val/test rows, and summary.json's `privacy`."""
+
+    def __init__(self, cfg, num_train: int):
+        self.p = params(cfg)
+        self.n = int(num_train)
+        d = cfg.dp.get("delta")
+        self.delta = float(d) if d is not None else 1.0 / self.n
+
+    def row(self, rounds: int) -> dict:
+        p = self.p
+        return {"epsilon": epsilon(p.noise_multiplier, self.n, p.clients_per_round, int(rounds), self.delta),
+                "delta": self.delta}
+
+    def summary(self, rounds: int, clips: list[float], final_clip: float | None) -> dict:
+        """clips: the clip of each round run; final_clip: the one the next round would use."""
+        p = self.p
+        return {"mechanism": p.kind, "noise_multiplier": p.noise_multiplier,
+                "value_noise_multiplier": p.value_noise, "count_stddev": p.count_stddev,
+                "clip_final": final_clip, "clip_mean": (sum(clips) / len(clips)) if clips else None,
+                "zeroing": p.zeroing, "rounds": int(rounds), **self.row(rounds),
+                "accountant": ACCOUNTANT, "sampling": f"{SAMPLING} ({p.clients_per_round} of {self.n})"}
