@@ -4,10 +4,10 @@ A population's clients become arrays [clients, batches, batch_size, ...] with a
 `mask` of real examples, so a round is one array gather instead of building
 tf.data pipelines. Padding costs memory only: no step reads a padding batch. A
 schedule says which batch each SGD step reads, per client, and how many steps the
-client has: the same batches, in the same order, as TFF's dataset split function
-(`ReconstructionModel.build_dataset_split_fn`): even or odd batches (or all),
-repeated for some epochs, then capped at a number of steps. A client's loop runs
-exactly its own number of steps (fast/client.py).
+client has: the same batches, in the same order, as the TFF split function
+(fedrecon_bench/splits.py): one part of the batches by the split's mode (even/odd,
+skip, aggregated) or all of them, repeated for some epochs, then capped at a number
+of steps. A client's loop runs exactly its own number of steps (fast/client.py).
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import functools
 
 import jax
 import numpy as np
+
+from fedrecon_bench import splits
 
 PAD_ROW = np.iinfo(np.int32).max  # row padding: gathers read 0, scatters drop it
 LOCAL = ":local"  # suffix of a sparse field re-indexed into the client's own rows
@@ -68,7 +70,7 @@ class Population:
         return self.select(np.arange(len(self)))
 
     @functools.lru_cache(maxsize=16)
-    def _schedule(self, part: str, epochs: int, steps_max):
+    def _schedule(self, part, epochs: int, steps_max):
         return schedule(self.num_batches, part, epochs, steps_max)
 
 
@@ -108,20 +110,24 @@ class Selection:
     def rows(self) -> dict:
         return {k: v[self.idx] for k, v in self.pop.rows.items()}
 
-    def schedule(self, part: str, epochs: int = 1, steps_max=None) -> Schedule:
+    def schedule(self, part="all", epochs: int = 1, steps_max=None) -> Schedule:
         idx, count = self.pop._schedule(part, epochs, steps_max)
         return Schedule(idx[self.idx], count[self.idx], once=epochs == 1 and self.pop.unique_rows)
 
 
-def schedule(num_batches: np.ndarray, part: str, epochs: int, steps_max) -> tuple[np.ndarray, np.ndarray]:
+def schedule(num_batches: np.ndarray, part, epochs: int, steps_max) -> tuple[np.ndarray, np.ndarray]:
     """Per client, the batch index of every step (padded to the longest) and its number of steps.
 
-    part: "even" / "odd" (TFF's disjoint split) or "all"; the part's batches are
-    repeated `epochs` times, then cut at `steps_max` steps (None = no cap)."""
+    part: "all", "even" / "odd" (the disjoint split's halves), or (mode, p, side) with
+    side 0 = the reconstruction part of splits.batch_parts and 1 = the part after it;
+    the part's batches are repeated `epochs` times, then cut at `steps_max` steps
+    (None = no cap)."""
+    if isinstance(part, str):
+        part = ("reuse", 1, 0) if part == "all" else ("disjoint", 2, int(part == "odd"))
+    mode, p, side = part
     lists = []
     for nb in num_batches:
-        b = {"even": range(0, nb, 2), "odd": range(1, nb, 2), "all": range(nb)}[part]
-        seq = list(b) * epochs
+        seq = splits.batch_parts(int(nb), mode, p)[side] * epochs
         lists.append(seq[:steps_max] if steps_max is not None else seq)
     S = max(1, max((len(s) for s in lists), default=1))
     idx = np.zeros((len(lists), S), np.int32)
@@ -131,9 +137,9 @@ def schedule(num_batches: np.ndarray, part: str, epochs: int, steps_max) -> tupl
     return idx, count
 
 
-def split_parts(split):
-    """(reconstruction part, after-reconstruction part) schedules' arguments of a
-    split config (conf/split/*): disjoint = even / odd batches, reuse = all / all."""
-    first, second = ("even", "odd") if split.mode == "disjoint" else ("all", "all")
-    return ((first, split.recon_epochs, split.recon_steps_max),
-            (second, split.post_recon_epochs, split.post_recon_steps_max))
+def split_parts(split, round_num: int = splits.EVAL_ROUND):
+    """(reconstruction part, after-reconstruction part) schedules' arguments of a split
+    config (conf/split/*) in training round `round_num` (evaluation: splits.EVAL_ROUND)."""
+    mode, p = split.mode, (2 if split.mode == "disjoint" else splits.proportion(split))
+    return (((mode, p, 0), splits.recon_epochs(split, round_num), split.recon_steps_max),
+            ((mode, p, 1), split.post_recon_epochs, split.post_recon_steps_max))

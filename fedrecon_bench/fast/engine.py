@@ -75,7 +75,7 @@ class FastAlgorithm:
         opt = lambda key: optim.build(a[key], f"algo.{key}") if key in a else None
         self.server_opt, self.client_opt = opt("server_optimizer"), opt("client_optimizer")
         self.recon_opt = opt("reconstruction_optimizer")
-        self.train_parts, self.eval_parts = split_parts(cfg.split.train), split_parts(cfg.split.eval)
+        self.train_parts, self.eval_parts = split_parts(cfg.split.train, 1), split_parts(cfg.split.eval)
         self.key = jax.random.PRNGKey(cfg.seed)  # dropout only; sampling and init are the loop's and Keras'
         self._server = jax.jit(self._server_fn)
 
@@ -84,6 +84,13 @@ class FastAlgorithm:
         """A client's view of the parameters: only its rows of each sparse table."""
         return {n: fc.view(p, rows[self.m.sparse[n]]) if n in self.m.sparse else p
                 for n, p in params.items()}
+
+    def round_parts(self, state):
+        """split.train's schedule arguments for the round `state` is about to run (rounds
+        count from 1, as the authors' server state does: growing reconstruction epochs)."""
+        if self.cfg.split.train.get("recon_epochs_constant", True):
+            return self.train_parts
+        return split_parts(self.cfg.split.train, int(state["round"]) + 1)
 
     def round_keys(self, state, n: int):
         return np.asarray(_round_keys(self.key, state["round"], n))
@@ -112,12 +119,12 @@ class FastAlgorithm:
     def eval_schedules(self, clients, seen: bool, recon_from=None):
         """(recon data, recon schedule, measured data, measured schedule) of eval clients.
 
-        Unseen users: reconstruct on the even batches, measure on the odd ones
-        (split/eval). Seen users: reconstruct on the user's training data (all of
-        its batches, split/eval's epochs and step cap), measure on all held-out data."""
-        (rp, re, rs), _ = self.eval_parts
+        Unseen users: reconstruct on one part of their batches, measure on the other
+        (split/eval, e.g. even / odd). Seen users: reconstruct on the user's training data
+        (all of its batches, split/eval's epochs and step cap), measure on all held-out data."""
+        (rp, re, rs), (pp, pe, ps) = self.eval_parts
         if not seen:
-            return clients.data, clients.schedule(rp, re, rs), clients.data, clients.schedule("odd")
+            return clients.data, clients.schedule(rp, re, rs), clients.data, clients.schedule(pp, pe, ps)
         return (recon_from.data, recon_from.schedule("all", re, rs), clients.data,
                 clients.schedule("all"))
 
