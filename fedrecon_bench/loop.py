@@ -118,6 +118,19 @@ def start_line(cfg, engine: str, size: dict, data, device: dict) -> str:
             f"{cfg.rounds} rounds; " + "; ".join(sizes))
 
 
+def eval_sample(cfg, n: int, split: str, r: int, seed: int):
+    """Which of the n val/test clients an evaluation measures: None = all of them
+    (eval_clients=all); else eval_clients of them without replacement, as the authors
+    sample: val anew at each evaluation (a function of the round, so resuming needs no
+    state), test once. Seeded by the split seed, as the authors' sampling is fixed by
+    their seed 42, so run seeds share the samples."""
+    k = cfg.get("eval_clients", "all")
+    if k == "all":
+        return None
+    rng = np.random.default_rng([seed, 3, r] if split == "val" else [seed, 4])
+    return np.sort(rng.choice(n, size=k, replace=False))
+
+
 def _clean(metrics: dict, names) -> dict:
     out = {k: float(metrics[k]) for k in names if k in metrics}
     for k in ("num_examples", "num_batches", "store_clients", "store_bytes"):
@@ -143,7 +156,7 @@ def run(cfg, run_dir: str) -> dict:
     if previous and previous.get("status") == "completed":
         print(f"note: {run_dir} already holds a completed run; nothing to do", file=sys.stderr)
         return previous
-    task = tasks.get(cfg.task.name)(cfg.task, cfg.data_dir, cfg.seed)
+    task = tasks.build(cfg)
     engine = engine_of(cfg, task)
     data = task.load()
     validate.check_population(cfg, data)
@@ -191,22 +204,29 @@ def run(cfg, run_dir: str) -> dict:
     proc = psutil.Process()  # resident memory per round: long TFF runs are known to leak
     names = task.metric_names
     seen = data.split_by == "example"
+    pops = {"val": val, "test": test}
+    own_train = lambda ids: train.select([data.train.index_of(c) for c in ids]) if seen else None
     # Evaluated clients, selected once: all of val/test, and for seen users their own training data.
-    everyone = {"val": val.all(), "test": test.all()}
-    own_train = {s: train.select([data.train.index_of(c) for c in getattr(data, s).ids]) if seen else None
-                 for s in ("val", "test")}
+    everyone = {s: (pops[s].all(), getattr(data, s).ids, own_train(getattr(data, s).ids))
+                for s in pops} if cfg.get("eval_clients", "all") == "all" else {}
 
-    def evaluate(r, split, clients):
+    def evaluate(r, split, population):
         """One row per evaluation mode; the algorithm's first mode is the split's headline.
         Seen users reconstruct (or fine-tune) on their own training data."""
         t = time.time()
-        res = algo.evaluate(state, everyone[split], clients.ids, seen=seen, recon_from=own_train[split])
+        idx = eval_sample(cfg, len(population), split, r, task.data_seed)
+        if idx is None:
+            clients, ids, recon_from = everyone[split]
+        else:
+            ids = [population.ids[i] for i in idx]
+            clients, recon_from = pops[split].select(idx), own_train(ids)
+        res = algo.evaluate(state, clients, ids, seen=seen, recon_from=recon_from)
         modes = getattr(algo, "eval_modes", None)
         if not modes:
-            return log.row(r, split, _clean(res, names), clients=len(clients), eval_s=time.time() - t)
+            return log.row(r, split, _clean(res, names), clients=len(ids), eval_s=time.time() - t)
         for mode in reversed(list(res)):  # headline mode last, so it is the split's final row
             key = split if mode == modes[0] else f"{split}_{mode}"
-            log.row(r, split, _clean(res[mode], names), clients=len(clients),
+            log.row(r, split, _clean(res[mode], names), clients=len(ids),
                     eval_s=time.time() - t, eval_mode=mode, last_key=key)
     try:
         bar = tqdm(range(start, cfg.rounds + 1), desc=f"{cfg.task.name}/{cfg.algo.name}",

@@ -63,7 +63,7 @@ class EMNIST(Task):
         else:
             train_w, test_w = load_tff_emnist(bool(c.only_digits), os.path.join(data_dir, "emnist-tff"))
         t1 = time.perf_counter()
-        train, val, test = build_populations(train_w, test_w, c.split_by, self.seed,
+        train, val, test = build_populations(train_w, test_w, c.split_by, self.data_seed,
                                              c.max_examples_per_user, bool(c.only_digits))
         info.update(read_s=round(t1 - t0, 3), load_s=round(time.perf_counter() - t0, 3))
         log.info("emnist: %d/%d/%d train/val/test writers, %d train images; read %.2f s "
