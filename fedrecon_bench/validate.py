@@ -51,12 +51,17 @@ def check_config(cfg) -> None:
             optimizers.check(cfg.algo[key], f"algo.{key}")
     splits.check(cfg.split.train, "split.train", evaluation=False)
     splits.check(cfg.split.eval, "split.eval", evaluation=True)
-    if cfg.get("engine") == "tff" and cfg.algo.name == "fedrecon":
+    if cfg.get("engine") == "tff" and cfg.algo.name in ("fedrecon", "fedavg"):
         tff_refusals(cfg)
 
 
 def tff_refusals(cfg) -> None:
-    """One line for an option engine=tff's FedRecon cannot run (see FAST_ONLY)."""
+    """One line for an option engine=tff's FedRecon / FedAvg cannot run (see FAST_ONLY)."""
+    if cfg.algo.name == "fedavg":
+        if weighting.kind(cfg) == "tokens":
+            raise UserError("algo.client_weighting=tokens with +algo=fedavg is not available on engine=tff "
+                            "(TFF's build_weighted_fed_avg weights by examples or uniformly); use engine=fast")
+        return
     for key, value in FAST_ONLY.items():
         group, _, name = key.rpartition(".")
         node = cfg.split.train if group == "split.train" else cfg.algo

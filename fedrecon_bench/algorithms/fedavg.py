@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import tensorflow_federated as tff
 
-from fedrecon_bench import optimizers, splits, weighting
+from fedrecon_bench import optimizers, splits, validate, weighting
 from fedrecon_bench.algorithms import client_schedule
 from fedrecon_bench.algorithms.base import TffProcess
 from fedrecon_bench.algorithms.finetune import FineTuneEvaluator
@@ -31,6 +31,7 @@ class FedAvg(TffProcess):
     all_global = True
 
     def __init__(self, task, info: dict, cfg, run_dir: str = "."):
+        validate.tff_refusals(cfg)
         self.task, self.info, a = task, info, cfg.algo
         self.epochs, self.steps_max = client_schedule(a)
 

@@ -85,8 +85,8 @@ class NWP(Task):
     metric_names = ("loss", "accuracy", "accuracy_no_oov", "accuracy_no_oov_no_eos", "num_tokens")
     headline_metric = "accuracy_no_oov"
 
-    def __init__(self, cfg, data_dir: str, seed: int):
-        super().__init__(cfg, data_dir, seed)
+    def __init__(self, cfg, data_dir: str, seed: int, split_seed: int | None = None):
+        super().__init__(cfg, data_dir, seed, split_seed)
         self.layout = Layout(cfg.vocab_size, cfg.num_oov_buckets)
 
     # --- config -----------------------------------------------------------
