@@ -319,7 +319,7 @@ def explore(cfg, out_dir: str, users: list[int] | None = None) -> tuple[list[str
         paths += EXPLORERS[cfg.task.name](cfg, out_dir, report, users or [])
     elif users:
         report.append(f"--users applies to movielens only; ignored for {cfg.task.name}")
-    task = tasks.get(cfg.task.name)(cfg.task, cfg.data_dir, cfg.seed)
+    task = tasks.build(cfg)
     paths += explore_populations(cfg, task.load(), out_dir, report)
     with open(os.path.join(out_dir, "report.txt"), "w") as f:
         f.write("\n".join(report) + "\n")

@@ -99,7 +99,7 @@ class Evaluator:
         import tasks
         from fedrecon_bench import optimizers, tff_runtime
 
-        self.task = tasks.get(cfg.task.name)(cfg.task, cfg.data_dir, cfg.seed)
+        self.task = tasks.build(cfg)
         data = self.task.load()
         self.info = data.info
         self.clients = getattr(data, split)

@@ -48,8 +48,8 @@ class _Datasets:
     def prefetch(self, idx) -> None:
         pass  # TFF builds its datasets lazily; reading ahead would not overlap with its rounds
 
-    def evaluation(self, ids, recon_from=None):
-        return self.all()
+    def evaluation(self, idx, ids=None, recon_from=None):
+        return self.select(idx)
 
 
 def populations(engine: str, task, algo, data, cache_mb: int = 1024):
@@ -133,6 +133,19 @@ def start_line(cfg, engine: str, size: dict, data, device: dict) -> str:
 DP_FLOATS = ("dp_clip", "dp_zeroing_norm")  # a private round's aggregator values (README)
 
 
+def eval_sample(cfg, n: int, split: str, r: int, seed: int):
+    """Which of the n val/test clients an evaluation measures: None = all of them
+    (eval_clients=all); else eval_clients of them without replacement, as the authors
+    sample: val anew at each evaluation (a function of the round, so resuming needs no
+    state), test once. Seeded by the split seed, as the authors' sampling is fixed by
+    their seed 42, so run seeds share the samples."""
+    k = cfg.get("eval_clients", "all")
+    if k == "all":
+        return None
+    rng = np.random.default_rng([seed, 3, r] if split == "val" else [seed, 4])
+    return np.sort(rng.choice(n, size=k, replace=False))
+
+
 def _clean(metrics: dict, names) -> dict:
     out = {k: float(metrics[k]) for k in (*names, *DP_FLOATS) if k in metrics}
     for k in ("num_examples", "num_batches", "store_clients", "store_bytes", "dp_zeroed"):
@@ -158,7 +171,7 @@ def run(cfg, run_dir: str) -> dict:
     if previous and previous.get("status") == "completed":
         print(f"note: {run_dir} already holds a completed run; nothing to do", file=sys.stderr)
         return previous
-    task = tasks.get(cfg.task.name)(cfg.task, cfg.data_dir, cfg.seed)
+    task = tasks.build(cfg)
     engine = engine_of(cfg, task)
     data = task.load()
     validate.check_population(cfg, data)
@@ -209,27 +222,38 @@ def run(cfg, run_dir: str) -> dict:
     proc = psutil.Process()  # resident memory per round: long TFF runs are known to leak
     names = task.metric_names
     seen = data.split_by == "example"
+    pops = {"val": val, "test": test}
     # Evaluated clients, selected once: all of val/test, and for seen users their own training data.
-    own_train = {s: [data.train.index_of(c) for c in getattr(data, s).ids] if seen else None
-                 for s in ("val", "test")}
-    everyone = {  # streamed in chunks on engine=fast; seen users with their own training data
-        s: pop.evaluation(getattr(data, s).ids, (train, own_train[s]) if seen else None)
-        for s, pop in (("val", val), ("test", test))}
-    own_train = {s: train.select(own_train[s]) if seen and engine == "tff" else None
-                 for s in ("val", "test")}
+    # Evaluated clients: all of val/test (built once) or a sample per evaluation (eval_clients),
+    # streamed in chunks on engine=fast; seen users with their own training data.
+    fixed = {}
 
-    def evaluate(r, split, clients):
+    def clients_of(split, population, r):
+        idx = eval_sample(cfg, len(population), split, r, task.data_seed)
+        if idx is None and split in fixed:
+            return fixed[split]
+        idx = np.arange(len(population)) if idx is None else idx
+        ids = [population.ids[i] for i in idx]
+        at = [data.train.index_of(c) for c in ids] if seen else None
+        out = (pops[split].evaluation(idx, ids, (train, at) if seen else None), ids,
+               train.select(at) if seen and engine == "tff" else None)
+        if cfg.get("eval_clients", "all") == "all":
+            fixed[split] = out
+        return out
+
+    def evaluate(r, split, population):
         """One row per evaluation mode; the algorithm's first mode is the split's headline.
         Seen users reconstruct (or fine-tune) on their own training data."""
         t = time.time()
-        res = algo.evaluate(state, everyone[split], clients.ids, seen=seen, recon_from=own_train[split])
+        clients, ids, recon_from = clients_of(split, population, r)
+        res = algo.evaluate(state, clients, ids, seen=seen, recon_from=recon_from)
         eps = report.row(r) if report else {}  # ε after r rounds, at δ
         modes = getattr(algo, "eval_modes", None)
         if not modes:
-            return log.row(r, split, _clean(res, names), clients=len(clients), eval_s=time.time() - t, **eps)
+            return log.row(r, split, _clean(res, names), clients=len(ids), eval_s=time.time() - t, **eps)
         for mode in reversed(list(res)):  # headline mode last, so it is the split's final row
             key = split if mode == modes[0] else f"{split}_{mode}"
-            log.row(r, split, _clean(res[mode], names), clients=len(clients),
+            log.row(r, split, _clean(res[mode], names), clients=len(ids),
                     eval_s=time.time() - t, eval_mode=mode, last_key=key, **eps)
     try:
         bar = tqdm(range(start, cfg.rounds + 1), desc=f"{cfg.task.name}/{cfg.algo.name}",

@@ -29,7 +29,6 @@ import math
 from fedrecon_bench.errors import UserError
 
 KINDS = ("none", "gaussian_adaptive", "gaussian_fixed")
-WEIGHTINGS = ("examples", "uniform")  # algo.client_weighting
 ACCOUNTANT = "rdp (dp-accounting RdpAccountant, replace-one adjacency, noise multiplier z/2)"
 SAMPLING = "clients_per_round of the training users per round, uniformly without replacement"
 # TFF's adaptive zeroing in front of the DP query (tff.learning.dp_aggregator, zeroing=True):
@@ -61,11 +60,10 @@ def kind(cfg) -> str:
 
 
 def client_weighting(cfg) -> str:
-    """algo.client_weighting, checked: examples (by each client's training examples) or uniform."""
-    w = cfg.algo.get("client_weighting", "examples")
-    if w not in WEIGHTINGS:
-        raise UserError(f"algo.client_weighting={w!r} is unknown; use one of {', '.join(WEIGHTINGS)}")
-    return w
+    """algo.client_weighting, checked (weighting.py): examples, uniform or tokens."""
+    from fedrecon_bench import weighting
+
+    return weighting.kind(cfg)
 
 
 def noise_split(z: float, m: float, count_stddev: float | None) -> tuple[float, float]:

@@ -11,3 +11,8 @@ _MODULES = {
 def get(name: str):
     module, cls = _MODULES[name]
     return getattr(importlib.import_module(module), cls)
+
+
+def build(cfg):
+    """The run's task: data from `split_seed` (null: the run's `seed`), initial weights from `seed`."""
+    return get(cfg.task.name)(cfg.task, cfg.data_dir, cfg.seed, cfg.get("split_seed"))

@@ -100,10 +100,13 @@ class Task:
 
     name: str = ""
 
-    def __init__(self, cfg, data_dir: str, seed: int):
+    def __init__(self, cfg, data_dir: str, seed: int, split_seed: int | None = None):
         self.cfg = cfg
         self.data_dir = data_dir
-        self.seed = seed
+        self.seed = seed  # initial weights (and dropout)
+        # User split and per-user shuffles: `split_seed` when given (the authors fix 42),
+        # so the spread over run seeds excludes the split's.
+        self.data_seed = seed if split_seed is None else split_seed
         self._initial = {}
 
     def initial_weights(self, info: dict) -> tuple[dict, dict]:

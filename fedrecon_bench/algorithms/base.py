@@ -1,16 +1,7 @@
 """What every algorithm built on one TFF `LearningProcess` (`self.process`) shares."""
 from __future__ import annotations
 
-from fedrecon_bench import privacy
 from fedrecon_bench.algorithms import dp_tff
-
-
-def client_weighting(cfg):
-    """TFF's ClientWeighting for algo.client_weighting (checked in one place: privacy.py)."""
-    import tensorflow_federated as tff
-
-    w = tff.learning.ClientWeighting
-    return w.UNIFORM if privacy.client_weighting(cfg) == "uniform" else w.NUM_EXAMPLES
 
 
 class TffProcess:

@@ -3,9 +3,10 @@
     for each round t:
         S <- sample clients_per_round training clients          (the loop)
         for each client i in S, in parallel:
-            w_i <- w_t; w_i <- w_i - eta_c * grad L(w_i; D_i)      (all variables)
+            w_i <- w_t; w_i <- w_i - eta_c * grad L(w_i; D_i)      (all variables; algo.client_epochs
+                         epochs, at most algo.client_steps_max steps: the authors' recipe)
             send w_t - w_i
-        w_{t+1} <- ServerOpt(w_t, mean of the updates weighted by |D_i|)
+        w_{t+1} <- ServerOpt(w_t, mean of the updates weighted by algo.client_weighting)
     evaluation: the global model as is, on the same measuring half of each user's
     data that FedRecon measures on (the odd batches of split/eval; all held-out
     data for seen users), so the two are compared on identical examples.
@@ -18,9 +19,9 @@ from __future__ import annotations
 
 import tensorflow_federated as tff
 
-from fedrecon_bench import optimizers, privacy, splits
-from fedrecon_bench.algorithms import dp_tff
-from fedrecon_bench.algorithms.base import TffProcess, client_weighting
+from fedrecon_bench import optimizers, privacy, splits, validate, weighting
+from fedrecon_bench.algorithms import client_schedule, dp_tff
+from fedrecon_bench.algorithms.base import TffProcess
 from fedrecon_bench.algorithms.finetune import FineTuneEvaluator
 from fedrecon_bench.errors import UserError
 
@@ -30,7 +31,9 @@ class FedAvg(TffProcess):
     all_global = True
 
     def __init__(self, task, info: dict, cfg, run_dir: str = "."):
+        validate.tff_refusals(cfg)
         self.task, self.info, a = task, info, cfg.algo
+        self.epochs, self.steps_max = client_schedule(a)
 
         def model_fn():
             p = task.keras_parts(info)  # local layers are simply trained globally here
@@ -46,7 +49,7 @@ class FedAvg(TffProcess):
                 model_fn, model_aggregator=dp_tff.factory(self.dp), **opts)
         else:
             self.process = tff.learning.algorithms.build_weighted_fed_avg(
-                model_fn, client_weighting=client_weighting(cfg), **opts)
+                model_fn, client_weighting=weighting.tff(weighting.kind(cfg)), **opts)
         self.eval_process = tff.learning.algorithms.build_fed_eval(model_fn)
         self._eval_state = self.eval_process.initialize()
         self._measure_half = splits.build(cfg.split.eval, "split.eval", evaluation=True)
@@ -57,6 +60,13 @@ class FedAvg(TffProcess):
         if mode == "finetune":  # report fine-tuned (headline) and the global model as is
             self.finetune = FineTuneEvaluator(task, info, a.finetune, cfg.split.eval)
             self.eval_modes = ("finetune", "global")
+
+    def next(self, state, client_datasets, client_ids=None):
+        if self.epochs > 1:
+            client_datasets = [ds.repeat(self.epochs) for ds in client_datasets]
+        if self.steps_max is not None:
+            client_datasets = [ds.take(self.steps_max) for ds in client_datasets]
+        return super().next(state, client_datasets, client_ids)
 
     def evaluate(self, state, client_datasets, client_ids=None, seen: bool = False,
                  recon_from=None) -> dict:

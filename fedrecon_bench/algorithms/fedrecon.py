@@ -6,13 +6,18 @@
             D_i^s, D_i^q <- split(D_i)                         (split/train)
             l_i <- init; l_i <- l_i - eta_r * grad_l L(g_t, l_i; D_i^s)   (reconstruction)
             g_i <- g_t;  g_i <- g_i - eta_u * grad_g L(g_i, l_i; D_i^q)   (global update)
-            send g_t - g_i   (local variables never leave the client)
+            send g_t - g_i   (local variables never leave the client), weighted by
+                             algo.client_weighting
         g_{t+1} <- ServerOpt(g_t, weighted mean of the updates)
     evaluation: reconstruct l_i on D_i^s, measure on the disjoint D_i^q (split/eval);
     seen users reconstruct on their training data and are measured on held-out data.
 
 The client and server steps are TFF's `build_fed_recon`; evaluation is
-`build_fed_recon_eval`. This file only wires the config into them.
+`build_fed_recon_eval`. This file only wires the config into them. TFF's client
+step has no round number and trains only global variables after reconstruction,
+without metrics on reconstruction batches, so the authors' growing reconstruction
+epochs, jointly_train_variables and evaluate_reconstruction are engine=fast only
+(refused here with one line: validate.tff_refusals).
 """
 from __future__ import annotations
 
@@ -20,9 +25,9 @@ import tensorflow_federated as tff
 
 from omegaconf import OmegaConf
 
-from fedrecon_bench import optimizers, privacy, splits
+from fedrecon_bench import optimizers, privacy, splits, validate, weighting
 from fedrecon_bench.algorithms import dp_tff
-from fedrecon_bench.algorithms.base import TffProcess, client_weighting
+from fedrecon_bench.algorithms.base import TffProcess
 from fedrecon_bench.algorithms.finetune import FineTuneEvaluator
 
 
@@ -30,6 +35,7 @@ class FedRecon(TffProcess):
     name = "fedrecon"
 
     def __init__(self, task, info: dict, cfg, run_dir: str = "."):
+        validate.tff_refusals(cfg)
         self.task, self.info, a = task, info, cfg.algo
 
         def model_fn():
@@ -47,7 +53,7 @@ class FedRecon(TffProcess):
             reconstruction_optimizer_fn=recon_opt,
             dataset_split_fn=splits.build(cfg.split.train, "split.train"),
             model_aggregator_factory=dp_tff.factory(self.dp) if self.dp else None,
-            client_weighting=client_weighting(cfg))
+            client_weighting=weighting.tff(weighting.kind(cfg)))
         self.eval_process = tff.learning.algorithms.build_fed_recon_eval(
             model_fn, loss_fn=task.loss_fn(), metrics_fn=task.metrics_fn(),
             reconstruction_optimizer_fn=recon_opt,

@@ -9,10 +9,10 @@ Padding costs memory only: no step reads a padding batch. The next round's clien
 be packed in a background thread (`prefetch`).
 
 A schedule says which batch each SGD step reads, per client, and how many steps the
-client has: the same batches, in the same order, as TFF's dataset split function
-(`ReconstructionModel.build_dataset_split_fn`): even or odd batches (or all),
-repeated for some epochs, then capped at a number of steps. A client's loop runs
-exactly its own number of steps (fast/client.py).
+client has: the same batches, in the same order, as the TFF split function
+(fedrecon_bench/splits.py): one part of the batches by the split's mode (even/odd,
+skip, aggregated) or all of them, repeated for some epochs, then capped at a number
+of steps. A client's loop runs exactly its own number of steps (fast/client.py).
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import functools
 import jax
 import numpy as np
 
+from fedrecon_bench import splits
 from fedrecon_bench.cache import ByteLRU
 
 PAD_ROW = np.iinfo(np.int32).max  # row padding: gathers read 0, scatters drop it
@@ -88,30 +89,32 @@ class Population:
     def all(self) -> "Selection":
         return self.select(np.arange(len(self)))
 
-    def evaluation(self, ids, recon_from=None, size: int = EVAL_CHUNK) -> "EvalSet":
-        return EvalSet(self, ids, recon_from, size)
+    def evaluation(self, idx, ids, recon_from=None, size: int = EVAL_CHUNK) -> "EvalSet":
+        return EvalSet(self, idx, ids, recon_from, size)
 
     @functools.lru_cache(maxsize=64)
     def longest(self, part: str, epochs: int, steps_max) -> int:
-        """The longest schedule any client of this population can have."""
-        return int(schedule(np.array([self.max_batches]), part, epochs, steps_max)[1][0])
+        """The longest schedule any client of this population can have (over its distinct
+        batch counts: a split's part need not grow with the client)."""
+        return int(schedule(np.unique(self.num_batches), part, epochs, steps_max)[1].max(initial=1))
 
 
 class EvalSet:
     """Evaluation clients streamed in chunks (memory bounded by a chunk): yields
     (selection, their ids, the selection of their own training data or None).
-    recon_from: (training population, the training index of each client) for seen users."""
+    idx: the evaluated clients' indices in the population (all of them, or a sample);
+    recon_from: (training population, the training index of each evaluated client)."""
 
-    def __init__(self, pop: Population, ids, recon_from=None, size: int = EVAL_CHUNK):
-        self.pop, self.ids, self.recon_from, self.size = pop, list(ids), recon_from, size
+    def __init__(self, pop: Population, idx, ids, recon_from=None, size: int = EVAL_CHUNK):
+        self.pop, self.idx, self.ids, self.recon_from, self.size = pop, np.asarray(idx), list(ids), recon_from, size
 
     def __len__(self) -> int:
-        return len(self.pop)
+        return len(self.idx)
 
     def __iter__(self):
-        for a in range(0, len(self.pop), self.size):
-            b = min(a + self.size, len(self.pop))
-            sel = self.pop.select(np.arange(a, b))
+        for a in range(0, len(self.idx), self.size):
+            b = min(a + self.size, len(self.idx))
+            sel = self.pop.select(self.idx[a:b])
             rsel = None
             if self.recon_from is not None:
                 train, at = self.recon_from
@@ -191,15 +194,19 @@ def _pad(arrays: list, width: int, fill=0) -> np.ndarray:
     return out
 
 
-def schedule(num_batches: np.ndarray, part: str, epochs: int, steps_max) -> tuple[np.ndarray, np.ndarray]:
+def schedule(num_batches: np.ndarray, part, epochs: int, steps_max) -> tuple[np.ndarray, np.ndarray]:
     """Per client, the batch index of every step (padded to the longest) and its number of steps.
 
-    part: "even" / "odd" (TFF's disjoint split) or "all"; the part's batches are
-    repeated `epochs` times, then cut at `steps_max` steps (None = no cap)."""
+    part: "all", "even" / "odd" (the disjoint split's halves), or (mode, p, side) with
+    side 0 = the reconstruction part of splits.batch_parts and 1 = the part after it;
+    the part's batches are repeated `epochs` times, then cut at `steps_max` steps
+    (None = no cap)."""
+    if isinstance(part, str):
+        part = ("reuse", 1, 0) if part == "all" else ("disjoint", 2, int(part == "odd"))
+    mode, p, side = part
     lists = []
     for nb in num_batches:
-        b = {"even": range(0, nb, 2), "odd": range(1, nb, 2), "all": range(nb)}[part]
-        seq = list(b) * epochs
+        seq = splits.batch_parts(int(nb), mode, p)[side] * epochs
         lists.append(seq[:steps_max] if steps_max is not None else seq)
     S = max(1, max((len(s) for s in lists), default=1))
     idx = np.zeros((len(lists), S), np.int32)
@@ -209,9 +216,9 @@ def schedule(num_batches: np.ndarray, part: str, epochs: int, steps_max) -> tupl
     return idx, count
 
 
-def split_parts(split):
-    """(reconstruction part, after-reconstruction part) schedules' arguments of a
-    split config (conf/split/*): disjoint = even / odd batches, reuse = all / all."""
-    first, second = ("even", "odd") if split.mode == "disjoint" else ("all", "all")
-    return ((first, split.recon_epochs, split.recon_steps_max),
-            (second, split.post_recon_epochs, split.post_recon_steps_max))
+def split_parts(split, round_num: int = splits.EVAL_ROUND):
+    """(reconstruction part, after-reconstruction part) schedules' arguments of a split
+    config (conf/split/*) in training round `round_num` (evaluation: splits.EVAL_ROUND)."""
+    mode, p = split.mode, (2 if split.mode == "disjoint" else splits.proportion(split))
+    return (((mode, p, 0), splits.recon_epochs(split, round_num), split.recon_steps_max),
+            ((mode, p, 1), split.post_recon_epochs, split.post_recon_steps_max))

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedrecon_bench import privacy, splits
+from fedrecon_bench import privacy, splits, weighting
 from fedrecon_bench.fast import client as fc
 from fedrecon_bench.fast import dp, optim
 from fedrecon_bench.errors import UserError
@@ -76,11 +76,11 @@ class FastAlgorithm:
         opt = lambda key: optim.build(a[key], f"algo.{key}") if key in a else None
         self.server_opt, self.client_opt = opt("server_optimizer"), opt("client_optimizer")
         self.recon_opt = opt("reconstruction_optimizer")
-        self.train_parts, self.eval_parts = split_parts(cfg.split.train), split_parts(cfg.split.eval)
+        self.train_parts, self.eval_parts = split_parts(cfg.split.train, 1), split_parts(cfg.split.eval)
         self.key = jax.random.PRNGKey(cfg.seed)  # dropout only; sampling and init are the loop's and Keras'
         self._server = jax.jit(self._server_fn)
         federated = a.name != "centralized"
-        self.uniform = federated and privacy.client_weighting(cfg) == "uniform"
+        self.weighting = weighting.kind(cfg) if federated else "examples"
         self.dp = privacy.params(cfg) if federated else None
         if self.dp:
             self.dp_key, self._dp_clients = dp.noise_key(cfg.seed), {}
@@ -92,12 +92,20 @@ class FastAlgorithm:
         return {n: fc.view(p, rows[self.m.sparse[n]]) if n in self.m.sparse else p
                 for n, p in params.items()}
 
+    def round_parts(self, state):
+        """split.train's schedule arguments for the round `state` is about to run (rounds
+        count from 1, as the authors' server state does: growing reconstruction epochs)."""
+        if self.cfg.split.train.get("recon_epochs_constant", True):
+            return self.train_parts
+        return split_parts(self.cfg.split.train, int(state["round"]) + 1)
+
     def round_keys(self, state, n: int):
         return np.asarray(_round_keys(self.key, state["round"], n))
 
-    def weight(self, examples):
-        """A client's weight in the mean (algo.client_weighting): its examples, or 1."""
-        return jnp.float32(1.0) if self.uniform else examples
+    def weight(self, examples, tally):
+        """A client's weight in the mean (algo.client_weighting, weighting.py): its examples
+        after reconstruction, 1, or its non-pad target tokens."""
+        return weighting.fast(self.weighting, examples, tally)
 
     def run_clients(self, fn, state, c: dict, counts: np.ndarray):
         """exec.run of a round's clients on the global variables. Under DP each client's
@@ -168,12 +176,12 @@ class FastAlgorithm:
     def eval_schedules(self, clients, seen: bool, recon_from=None):
         """(recon data, recon schedule, measured data, measured schedule) of eval clients.
 
-        Unseen users: reconstruct on the even batches, measure on the odd ones
-        (split/eval). Seen users: reconstruct on the user's training data (all of
-        its batches, split/eval's epochs and step cap), measure on all held-out data."""
-        (rp, re, rs), _ = self.eval_parts
+        Unseen users: reconstruct on one part of their batches, measure on the other
+        (split/eval, e.g. even / odd). Seen users: reconstruct on the user's training data
+        (all of its batches, split/eval's epochs and step cap), measure on all held-out data."""
+        (rp, re, rs), (pp, pe, ps) = self.eval_parts
         if not seen:
-            return clients.data, clients.schedule(rp, re, rs), clients.data, clients.schedule("odd")
+            return clients.data, clients.schedule(rp, re, rs), clients.data, clients.schedule(pp, pe, ps)
         return (recon_from.data, recon_from.schedule("all", re, rs), clients.data,
                 clients.schedule("all"))
 

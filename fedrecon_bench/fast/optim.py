@@ -1,7 +1,9 @@
 """The suite's optimizers (fedrecon_bench/optimizers.py) as JAX functions for the fast engine.
 
 Same config, same update rules as `tff.learning.optimizers` (sgdm, adam, yogi,
-adagrad), so both engines take the same steps. States and weights are dicts.
+adagrad) and the suite's additions (Nesterov momentum, the initial accumulator and
+step; fedrecon_bench/optimizers.py), so both engines take the same steps. States and
+weights are dicts.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ class Optimizer:
     beta_2: float = 0.999
     epsilon: float = 1e-7
     initial_preconditioner: float = 0.0
+    nesterov: bool = False
+    initial_step: int = 0
 
     @property
     def plain_sgd(self) -> bool:
@@ -35,7 +39,7 @@ class Optimizer:
             return {"acc": zeros()}
         if self.name == "adagrad":
             return {"pre": {k: jnp.full_like(v, self.initial_preconditioner) for k, v in w.items()}}
-        return {"step": jnp.zeros((), jnp.int32), "acc": zeros(),
+        return {"step": jnp.full((), self.initial_step, jnp.int32), "acc": zeros(),
                 "pre": {k: jnp.full_like(v, self.initial_preconditioner) for k, v in w.items()}}
 
     def next(self, state: dict, w: dict, g: dict) -> tuple[dict, dict]:
@@ -44,6 +48,8 @@ class Optimizer:
             return state, {k: w[k] - lr * g[k] for k in w}
         if self.name == "sgdm":
             acc = {k: self.momentum * state["acc"][k] + g[k] for k in w}
+            if self.nesterov:  # Keras SGD(nesterov=True)
+                return {"acc": acc}, {k: w[k] - lr * (g[k] + self.momentum * acc[k]) for k in w}
             return {"acc": acc}, {k: w[k] - lr * acc[k] for k in w}
         if self.name == "adagrad":
             pre = {k: state["pre"][k] + jnp.square(g[k]) for k in w}
@@ -65,16 +71,12 @@ class Optimizer:
 def build(opt, key: str) -> Optimizer:
     """From the same config as optimizers.build (validated the same way)."""
     optimizers.check(opt, key)
-    lr = float(opt.learning_rate)
-    get = lambda k, d: float(opt[k]) if opt.get(k) is not None else d
+    h = optimizers.hparams(opt)
     if opt.name == "sgd":
-        return Optimizer("sgd", lr)
+        return Optimizer("sgd", h["lr"])
     if opt.name == "sgdm":
-        return Optimizer("sgdm", lr, momentum=get("momentum", 0.9))
-    if opt.name == "adam":
-        return Optimizer("adam", lr, beta_1=get("beta_1", 0.9), beta_2=get("beta_2", 0.999),
-                         epsilon=get("epsilon", 1e-7))
-    if opt.name == "yogi":
-        return Optimizer("yogi", lr, beta_1=get("beta_1", 0.9), beta_2=get("beta_2", 0.999),
-                         epsilon=get("epsilon", 1e-3), initial_preconditioner=1e-6)
-    return Optimizer("adagrad", lr, epsilon=get("epsilon", 1e-7), initial_preconditioner=0.1)
+        return Optimizer("sgdm", h["lr"], momentum=h["momentum"], nesterov=h["nesterov"])
+    if opt.name == "adagrad":
+        return Optimizer("adagrad", h["lr"], epsilon=h["epsilon"], initial_preconditioner=h["accumulator"])
+    return Optimizer(opt.name, h["lr"], beta_1=h["beta_1"], beta_2=h["beta_2"], epsilon=h["epsilon"],
+                     initial_preconditioner=h["accumulator"], initial_step=h["initial_step"])

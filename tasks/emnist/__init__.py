@@ -61,12 +61,12 @@ class EMNIST(Task):
             info["cache"] = {"train": hit_tr, "test": hit_te}
             unify_pixels(train_w, test_w)
             t1 = time.perf_counter()
-            train, val, test = build_populations(train_w, test_w, c.split_by, self.seed,
+            train, val, test = build_populations(train_w, test_w, c.split_by, self.data_seed,
                                                  c.max_examples_per_user, bool(c.only_digits))
         else:  # read lazily: ids and sizes from the database, a writer's images when needed
             t1 = time.perf_counter()
             train, val, test = tff_source.populations(bool(c.only_digits), os.path.join(data_dir, "emnist-tff"),
-                                                      c.split_by, self.seed, c.max_examples_per_user)
+                                                      c.split_by, self.data_seed, c.max_examples_per_user)
         info.update(read_s=round(t1 - t0, 3), load_s=round(time.perf_counter() - t0, 3))
         log.info("emnist: %d/%d/%d train/val/test writers, %d train images; read %.2f s "
                  "(cache %s), prepared in %.2f s", len(train), len(val), len(test),

@@ -12,8 +12,8 @@ import numpy as np
 from fedrecon_bench.errors import UserError
 from tasks.base import ClientSet, FederatedData, KerasParts, Task
 from tasks.movielens.data import (ML1M_MD5, ML1M_URL, Ratings, download, find_ratings_file,  # noqa: F401
-                                  md5sum, prepare, read_ratings, safe_extract_zip, split_examples,
-                                  split_users)
+                                  md5sum, prepare, prepare_authors, read_ratings, safe_extract_zip,
+                                  split_examples, split_users)
 from tasks.movielens.fast_model import MovieLensFast
 
 
@@ -22,20 +22,59 @@ class MovieLens(Task):
     metric_names = ("loss", "rating_accuracy", "rmse")
     headline_metric = "rating_accuracy"
 
+    def check_config(self) -> None:
+        c = self.cfg
+        fr = (c.get("train_fraction", 0.8), c.get("val_fraction", 0.1))
+        if not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1 for f in fr) \
+                or fr[0] + fr[1] > 1:
+            raise UserError(f"task.train_fraction={fr[0]!r}, task.val_fraction={fr[1]!r}: each must be in "
+                            "(0, 1) and their sum <= 1 (the rest is test)")
+        t = c.get("accuracy_threshold", 0.5)
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or t < 0:
+            raise UserError(f"task.accuracy_threshold={t!r} must be a number >= 0")
+        if c.get("spreadout_lambda", 0.0):
+            raise UserError(
+                f"task.spreadout_lambda={c.spreadout_lambda!r}: the authors' spreadout regularizer never "
+                "reaches their training loss, so their runs train without it; it is not built here; "
+                "use 0 (task.l2 is an L2 penalty that does apply)")
+        if c.get("preparation", "bench") not in ("bench", "authors"):
+            raise UserError(f"task.preparation={c.preparation!r} is unknown; use bench or authors")
+        for key in ("normalize_ratings", "global_bias"):
+            if not isinstance(c.get(key, False), bool):
+                raise UserError(f"task.{key}={c.get(key)!r} must be true or false")
+        if c.get("bias_init", "zeros") not in ("zeros", "uniform"):
+            raise UserError(f"task.bias_init={c.bias_init!r} is unknown; use zeros or uniform")
+        if c.get("global_bias", False) and not c.biases:
+            raise UserError("task.global_bias=true adds to the biases; set task.biases=true too")
+
     def load(self) -> FederatedData:
-        path = find_ratings_file(self.cfg, self.data_dir)
+        self.check_config()
+        c = self.cfg
+        path = find_ratings_file(c, self.data_dir)
         ratings = read_ratings(path)
-        split_by = self.cfg.get("split_by", "user")
+        if c.get("normalize_ratings", False):  # the authors' option: 1..5 -> -1..1
+            ratings = ratings._replace(rating=((ratings.rating - 3.0) / 2.0).astype(np.float32))
+        split_by = c.get("split_by", "user")
         if split_by not in ("user", "example"):
             raise UserError(f"task.split_by={split_by!r} is unknown; use user (unseen val/test "
                             "users) or example (every user's ratings split 80/10/10)")
-        users, examples, num_items, _ = prepare(
-            ratings, self.seed, self.cfg.max_examples_per_user, self.cfg.get("max_users"),
-            by_time=split_by == "example")
-        info = {"num_items": num_items, "ratings_file": path}
+        fractions = (c.get("train_fraction", 0.8), c.get("val_fraction", 0.1))
+        authors = c.get("preparation", "bench") == "authors"
+        info = {"ratings_file": path}
+        if authors and split_by == "example":
+            parts, info["num_items"] = prepare_authors(ratings, self.data_seed, c.max_examples_per_user,
+                                                       c.get("max_users"), True, fractions)
+            return FederatedData(*parts, info, split_by="example")
+        if authors:
+            users, examples, info["num_items"] = prepare_authors(
+                ratings, self.data_seed, c.max_examples_per_user, c.get("max_users"), False)
+        else:
+            users, examples, info["num_items"], _ = prepare(
+                ratings, self.data_seed, c.max_examples_per_user, c.get("max_users"),
+                by_time=split_by == "example")
         if split_by == "example":
-            return FederatedData(*split_examples(users, examples), info, split_by="example")
-        tr, va, te = split_users(len(users), self.seed)
+            return FederatedData(*split_examples(users, examples, fractions), info, split_by="example")
+        tr, va, te = split_users(len(users), self.data_seed, fractions, authors=authors)
 
         def subset(idx):
             idx = np.sort(idx)
@@ -65,4 +104,5 @@ class MovieLens(Task):
     def metrics_fn(self):
         from tasks.movielens.keras_model import RMSE, RatingAccuracy
 
-        return lambda: [RatingAccuracy(), RMSE()]
+        t = float(self.cfg.get("accuracy_threshold", 0.5))
+        return lambda: [RatingAccuracy(t), RMSE()]

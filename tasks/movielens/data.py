@@ -232,8 +232,11 @@ def find_ratings_file(cfg, data_dir: str) -> str:
 # --------------------------------------------------------------------------
 # Preparation: dense ids, user split, per-user shuffle and cap (vectorized)
 # --------------------------------------------------------------------------
-def split_users(num_users: int, seed: int, fractions=(0.8, 0.1)) -> tuple[np.ndarray, ...]:
-    perm = np.random.default_rng(seed).permutation(num_users)
+def split_users(num_users: int, seed: int, fractions=(0.8, 0.1), authors: bool = False) -> tuple[np.ndarray, ...]:
+    """Train/val/test user indices: a seeded shuffle cut at the fractions (authors: the
+    paper code's legacy-seeded shuffle of the user list)."""
+    perm = (authors_permutation if authors else lambda n, s: np.random.default_rng(s).permutation(n))(
+        num_users, seed)
     a = int(num_users * fractions[0])
     b = int(num_users * (fractions[0] + fractions[1]))
     return perm[:a], perm[a:b], perm[b:]
@@ -282,3 +285,53 @@ def split_examples(users, examples, fractions=(0.8, 0.1)):
             if hi > lo:
                 part.append((u, {k: v[lo:hi] for k, v in ex.items()}))
     return tuple(ClientSet([u for u, _ in p], [e for _, e in p]) for p in parts)
+
+
+# --------------------------------------------------------------------------
+# The authors' preparation (task.preparation=authors)
+# --------------------------------------------------------------------------
+def authors_permutation(n: int, seed: int) -> np.ndarray:
+    """The order `np.random.seed(seed); np.random.shuffle(items)` puts n items in (the
+    authors' per-user and user-list shuffles): it depends on n and the seed only."""
+    return np.random.RandomState(seed).permutation(n)
+
+
+def prepare_authors(r: Ratings, seed: int, cap: int | None, max_users: int | None,
+                    seen: bool, fractions=(0.8, 0.1)):
+    """The paper code's MovieLens preparation (its `movielens_dataset.py`), from the
+    ratings in file order, users and items remapped to sorted ids as `prepare` does.
+
+    Unseen users (seen=False): each user's ratings shuffled by authors_permutation and
+    capped; returns (raw user ids, examples, num_items). Seen users: each user's ratings
+    ranked by timestamp (ties in file order), rank/count <= train fraction to train,
+    <= train + val fraction to val, the rest to test; then each part shuffled and capped
+    on its own; returns the three ClientSets (users with an empty part are left out of it)."""
+    if seen and r.timestamp is None:
+        raise UserError("task.preparation=authors with task.split_by=example ranks ratings by "
+                        "timestamp; this ratings file has none (use ml-1m/ratings.dat)")
+    raw_users, user_idx = np.unique(r.user, return_inverse=True)
+    raw_items, item_idx = np.unique(r.item, return_inverse=True)
+    keep = np.ones(len(user_idx), bool) if not max_users else user_idx < max_users
+    user_idx, item_idx, rating = user_idx[keep], item_idx[keep], r.rating[keep]
+    order = (np.lexsort((r.timestamp[keep], user_idx)) if seen  # stable: ties keep file order
+             else np.argsort(user_idx, kind="stable"))
+    user_idx, item_idx, rating = user_idx[order], item_idx[order], rating[order]
+    num_users = int(user_idx.max()) + 1 if len(user_idx) else 0
+    bounds = np.searchsorted(user_idx, np.arange(num_users + 1))
+
+    def shuffled(items, ratings) -> dict:
+        p = authors_permutation(len(items), seed)[:cap]
+        return {"item": items[p].astype(np.int64), "rating": ratings[p].astype(np.float32)}
+
+    users = raw_users[:num_users].tolist()
+    if not seen:
+        return users, [shuffled(item_idx[s:e], rating[s:e]) for s, e in zip(bounds, bounds[1:])], len(raw_items)
+    parts = ([], [], [])
+    for u, s, e in zip(users, bounds, bounds[1:]):
+        rank = np.arange(1, e - s + 1) / (e - s)  # pandas rank(method="first") / count, float64
+        train = rank <= fractions[0]
+        val = ~train & (rank <= fractions[0] + fractions[1])
+        for part, m in zip(parts, (train, val, ~train & ~val)):
+            if m.any():
+                part.append((u, shuffled(item_idx[s:e][m], rating[s:e][m])))
+    return tuple(ClientSet([u for u, _ in p], [x for _, x in p]) for p in parts), len(raw_items)

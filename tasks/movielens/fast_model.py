@@ -18,19 +18,31 @@ class MovieLensFast(FastModel):
     def __init__(self, c, num_items: int):
         self.biases, self.l2, self.batch_size = bool(c.biases), float(c.l2), int(c.batch_size)
         self.num_items, self.dim = int(num_items), int(c.embedding_dim)
-        self.global_names = ("item_embedding",) + (("item_bias",) if self.biases else ())
+        # The authors' biases: also a global scalar bias (zero start), user/item biases uniform.
+        self.global_bias = self.biases and bool(c.get("global_bias", False))
+        self.bias_init = c.get("bias_init", "zeros")
+        self.threshold = float(c.get("accuracy_threshold", 0.5))
+        self.global_names = ("item_embedding",) + (("item_bias",) if self.biases else ()) + (
+            ("global_bias",) if self.global_bias else ())
         self.local_names = ("user_embedding",) + (("user_bias",) if self.biases else ())
-        self.sparse = {n: "item" for n in self.global_names}
+        self.sparse = {n: "item" for n in ("item_embedding", "item_bias") if n in self.global_names}
 
     @property
     def model_order(self):  # the Keras model creates item, user, then the bias layers
-        return ("item_embedding", "user_embedding") + (("item_bias", "user_bias") if self.biases else ())
+        return ("item_embedding", "user_embedding") + (("item_bias", "user_bias") if self.biases else ()) + (
+            ("global_bias",) if self.global_bias else ())
 
     def init(self, seed: int):
         g = {"item_embedding": init.uniform(seed, 1, (self.num_items, self.dim))}
         loc = {"user_embedding": init.uniform(seed, 2, (1, self.dim))}
-        if self.biases:  # zero start, as Keras' "zeros"
-            g["item_bias"], loc["user_bias"] = init.zeros((self.num_items, 1)), init.zeros((1, 1))
+        if self.biases:  # zeros (Keras' "zeros"), or the authors' Keras "uniform"
+            if self.bias_init == "uniform":
+                g["item_bias"], loc["user_bias"] = (init.uniform(seed, 3, (self.num_items, 1)),
+                                                    init.uniform(seed, 4, (1, 1)))
+            else:
+                g["item_bias"], loc["user_bias"] = init.zeros((self.num_items, 1)), init.zeros((1, 1))
+        if self.global_bias:
+            g["global_bias"] = init.zeros((1,))
         return g, loc
 
     def inputs(self, ex):
@@ -43,6 +55,8 @@ class MovieLensFast(FastModel):
         if self.biases:
             pred = pred + p["item_bias"][:, 0] + p["user_bias"][0, 0]
             terms += [p["item_bias"], p["user_bias"]]
+        if self.global_bias:
+            pred = pred + p["global_bias"][0]
         penalty = self.l2 * sum(jnp.sum(jnp.square(t), axis=1) for t in terms) if self.l2 > 0 else 0.0
         return pred, penalty
 
@@ -52,7 +66,7 @@ class MovieLensFast(FastModel):
 
     def stats(self, batch, pred):
         err, m = batch["rating"] - pred[0], batch["mask"]
-        return {"hits": jnp.sum((jnp.abs(err) <= 0.5) * m), "sq_err": jnp.sum(jnp.square(err) * m),
+        return {"hits": jnp.sum((jnp.abs(err) <= self.threshold) * m), "sq_err": jnp.sum(jnp.square(err) * m),
                 "count": jnp.sum(m)}
 
     def metrics(self, s):

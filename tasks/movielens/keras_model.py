@@ -35,6 +35,10 @@ def keras_parts(c, g0: dict, l0: dict) -> KerasParts:
         global_layers.append(item_bias)
         local_layers.append(user_bias)
         penalty_terms += [ib, ub]
+    if "global_bias" in g0:  # the authors' global scalar bias
+        global_bias = ScalarBias(const(g0["global_bias"]), name="global_bias")
+        pred = global_bias(pred)
+        global_layers.append(global_bias)
     outputs = pred
     if c.l2 > 0:
         # TFF's reconstruction loop ignores model.losses, so the L2 penalty on
@@ -63,6 +67,20 @@ class UserVector(tf.keras.layers.Layer):
         return tf.broadcast_to(self.vector, [tf.shape(inputs)[0], self.dim])
 
 
+class ScalarBias(tf.keras.layers.Layer):
+    """One trainable scalar added to every prediction (the authors' global bias)."""
+
+    def __init__(self, initializer, **kw):
+        super().__init__(**kw)
+        self.initializer = tf.keras.initializers.get(initializer)
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(name="bias", shape=(1,), initializer=self.initializer, trainable=True)
+
+    def call(self, inputs):
+        return inputs + self.bias
+
+
 def _pred(y_pred):
     return y_pred[:, :1]  # column 0 is the rating; column 1 (if any) the L2 penalty
 
@@ -78,13 +96,17 @@ class PenalizedMSE(tf.keras.losses.Loss):
 
 
 class RatingAccuracy(tf.keras.metrics.Mean):
-    """Fraction of predictions within 0.5 of the true rating (the tutorial's metric)."""
+    """Fraction of predictions within `threshold` (0.5: the tutorial's metric) of the true rating."""
 
-    def __init__(self, name="rating_accuracy", **kw):
+    def __init__(self, threshold: float = 0.5, name="rating_accuracy", **kw):
         super().__init__(name=name, **kw)
+        self.threshold = float(threshold)
+
+    def get_config(self):
+        return {**super().get_config(), "threshold": self.threshold}
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        hit = tf.cast(tf.abs(y_true - _pred(y_pred)) <= 0.5, tf.float32)
+        hit = tf.cast(tf.abs(y_true - _pred(y_pred)) <= self.threshold, tf.float32)
         return super().update_state(hit, sample_weight=sample_weight)
 
 

@@ -85,16 +85,16 @@ class NWP(Task):
     metric_names = ("loss", "accuracy", "accuracy_no_oov", "accuracy_no_oov_no_eos", "num_tokens")
     headline_metric = "accuracy_no_oov"
 
-    def __init__(self, cfg, data_dir: str, seed: int):
-        super().__init__(cfg, data_dir, seed)
+    def __init__(self, cfg, data_dir: str, seed: int, split_seed: int | None = None):
+        super().__init__(cfg, data_dir, seed, split_seed)
         self.layout = Layout(cfg.vocab_size, cfg.num_oov_buckets)
 
     # --- config -----------------------------------------------------------
     def check_config(self) -> None:
         c = self.cfg
         for key in ("vocab_size", "num_oov_buckets", "seq_len", "embedding_dim",
-                    "lstm_units", "projection_dim", "batch_size", "lstm_unroll"):
-            v = c.get(key, 1 if key == "lstm_unroll" else None)
+                    "lstm_units", "projection_dim", "batch_size", "lstm_unroll", "num_layers"):
+            v = c.get(key, 1 if key in ("lstm_unroll", "num_layers") else None)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise UserError(f"task.{key}={v!r} must be an integer >= 1")
         for key in ("max_elements_per_user", "max_users"):
@@ -105,8 +105,8 @@ class NWP(Task):
             raise UserError(f"task.source={c.source!r} is unknown; use one of {', '.join(SOURCES)}")
         if c.split_by not in SPLIT_BY:
             raise UserError(f"task.split_by={c.split_by!r} is unknown; use one of {', '.join(SPLIT_BY)}")
-        for key in ("local_oov", "local_oov_output"):
-            if not isinstance(c.get(key), bool):
+        for key in ("local_oov", "local_oov_output", "masked_loss"):
+            if not isinstance(c.get(key, True), bool):
                 raise UserError(f"task.{key}={c.get(key)!r} must be true or false")
 
     # --- data -------------------------------------------------------------
@@ -137,7 +137,7 @@ class NWP(Task):
                  for s in ("train", "test")}
 
         if c.split_by == "user":
-            tr, va, te = (np.sort(p) for p in split_users(len(ids), self.seed))
+            tr, va, te = (np.sort(p) for p in split_users(len(ids), self.data_seed))
             groups = {"train": [ids[i] for i in tr], "val": [ids[i] for i in va],
                       "test": [ids[i] for i in te]}
             # Unseen users: a client's whole data (train + test snippets) is in one population.
@@ -150,7 +150,7 @@ class NWP(Task):
                 data["val"][cid], data["test"][cid] = t[:len(t) // 2], t[len(t) // 2:]
 
         key = {"source": "shakespeare", "train_md5": md5sum(paths["train"]),
-               "test_md5": md5sum(paths["test"]), "split_by": c.split_by, "seed": self.seed,
+               "test_md5": md5sum(paths["test"]), "split_by": c.split_by, "seed": self.data_seed,
                "vocab_size": lay.V, "max_users": c.get("max_users"),
                "tokenizer": TOKENIZER_VERSION}
         vocab, vocab_file = cached_vocab(
@@ -210,7 +210,7 @@ class NWP(Task):
         if c.split_by == "user":
             # Unseen users: TFF's held-out users (user_id % 10 == 0), halved by a seeded shuffle.
             held = sorted(sizes["heldout"])
-            perm = np.random.default_rng([self.seed, 3]).permutation(len(held))
+            perm = np.random.default_rng([self.data_seed, 3]).permutation(len(held))
             held = [held[i] for i in perm][:2 * n if n else None]
             half = len(held) // 2
             val, test = clients("heldout", sorted(held[:half])), clients("heldout", sorted(held[half:]))
@@ -239,7 +239,8 @@ class NWP(Task):
     def loss_fn(self):
         from tasks.nwp.keras_model import MaskedCrossEntropy
 
-        return lambda: MaskedCrossEntropy(name="masked_cross_entropy")
+        masked = bool(self.cfg.get("masked_loss", True))
+        return lambda: MaskedCrossEntropy(masked, name="masked_cross_entropy")
 
     def metrics_fn(self):
         from tasks.nwp.keras_model import MaskedAccuracy, NumTokens

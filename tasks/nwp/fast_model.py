@@ -24,34 +24,48 @@ class NwpFast(FastModel):
         self.V, self.K, self.batch_size = layout.V, layout.K, int(c.batch_size)
         self.unroll = int(c.get("lstm_unroll", 1))
         self.dims = (int(c.embedding_dim), int(c.lstm_units), int(c.projection_dim))
+        self.layers = int(c.get("num_layers", 1))
+        self.masked = bool(c.get("masked_loss", True))
         self.split_output = bool(c.local_oov_output)
         out = ("logits_global", "logits_oov_local") if self.split_output else ("logits", None)
         dense = lambda n: (f"{n}/kernel", f"{n}/bias")
         # The order of keras_parts' layers and, within each, of its trainable weights.
-        glob = ("embedding_global", "lstm/kernel", "lstm/recurrent_kernel", "lstm/bias",
-                *dense("projection"), *dense(out[0]))
+        glob = ("embedding_global", *self.block_names, *dense(out[0]))
         loc = ("embedding_oov_local",) + (dense(out[1]) if self.split_output else ())
         self.global_names, self.local_names = (glob, loc) if c.local_oov else (glob + loc, ())
 
+    @staticmethod
+    def block(i: int) -> tuple[str, str]:
+        """Layer names of (LSTM -> projection) block i: the first keeps the one-block names."""
+        return ("lstm", "projection") if i == 0 else (f"lstm_{i}", f"projection_{i}")
+
+    @property
+    def block_names(self) -> tuple[str, ...]:
+        out = ()
+        for i in range(self.layers):
+            lstm, proj = self.block(i)
+            out += (f"{lstm}/kernel", f"{lstm}/recurrent_kernel", f"{lstm}/bias", f"{proj}/kernel", f"{proj}/bias")
+        return out
+
     @property
     def model_order(self):  # Keras creates the global embedding, then the local one, ...
-        names = ("embedding_global", "embedding_oov_local", "lstm/kernel", "lstm/recurrent_kernel",
-                 "lstm/bias", "projection/kernel", "projection/bias")
         dense = lambda n: (f"{n}/kernel", f"{n}/bias")
-        return names + (dense("logits_global") + dense("logits_oov_local") if self.split_output
-                        else dense("logits"))
+        return ("embedding_global", "embedding_oov_local") + self.block_names + (
+            dense("logits_global") + dense("logits_oov_local") if self.split_output else dense("logits"))
 
     def init(self, seed: int):
         """Keras' initializers (the same distributions): uniform +-0.05 embeddings, Glorot
         kernels, an orthogonal recurrent kernel, zero biases but the LSTM's forget gate 1."""
         (E, U, P), V, K = self.dims, self.V, self.K
         w = {"embedding_global": init.uniform(seed, 1, (V + 3, E)),
-             "embedding_oov_local": init.uniform(seed, 2, (K, E)),
-             "lstm/kernel": init.glorot(seed, 3, (E, 4 * U)),
-             "lstm/recurrent_kernel": init.orthogonal(seed, 4, (U, 4 * U)),
-             "lstm/bias": init.lstm_bias(U),
-             "projection/kernel": init.glorot(seed, 5, (U, P)),
-             "projection/bias": init.zeros(P)}
+             "embedding_oov_local": init.uniform(seed, 2, (K, E))}
+        for i in range(self.layers):  # block 0 draws keys 3-5 (as with one block), block i 10i..10i+2
+            lstm, proj = self.block(i)
+            k = (3, 4, 5) if i == 0 else (10 * i, 10 * i + 1, 10 * i + 2)
+            w[f"{lstm}/kernel"] = init.glorot(seed, k[0], (E if i == 0 else P, 4 * U))
+            w[f"{lstm}/recurrent_kernel"] = init.orthogonal(seed, k[1], (U, 4 * U))
+            w[f"{lstm}/bias"] = init.lstm_bias(U)
+            w[f"{proj}/kernel"], w[f"{proj}/bias"] = init.glorot(seed, k[2], (U, P)), init.zeros(P)
         outs = ((("logits_global", V + 3, 6), ("logits_oov_local", K, 7)) if self.split_output
                 else (("logits", V + K + 3, 6),))
         for name, n, k in outs:
@@ -67,8 +81,11 @@ class NwpFast(FastModel):
         g = p["embedding_global"][jnp.where(ids > V + K, ids - K, jnp.clip(ids, 0, V))]
         loc = p["embedding_oov_local"][jnp.clip(ids - (V + 1), 0, K - 1)]
         emb = jnp.where(self._is_oov(ids)[..., None], loc, g)
-        h = _lstm(p["lstm/kernel"], p["lstm/recurrent_kernel"], p["lstm/bias"], emb, self.unroll)
-        h = h @ p["projection/kernel"] + p["projection/bias"]
+        h = emb
+        for i in range(self.layers):
+            lstm, proj = self.block(i)
+            h = _lstm(p[f"{lstm}/kernel"], p[f"{lstm}/recurrent_kernel"], p[f"{lstm}/bias"], h, self.unroll)
+            h = h @ p[f"{proj}/kernel"] + p[f"{proj}/bias"]
         if not self.split_output:
             return h @ p["logits/kernel"] + p["logits/bias"]
         gl = h @ p["logits_global/kernel"] + p["logits_global/bias"]
@@ -83,9 +100,12 @@ class NwpFast(FastModel):
         return (batch["y"] != 0) & (batch["mask"][:, None] > 0)
 
     def loss(self, batch, logits):
+        """Mean cross-entropy over non-pad labels; masked_loss=false: over every position of
+        the batch's real sequences, pads included (the authors' loss under TF 2.4)."""
         y = batch["y"]
         ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), y[..., None], axis=-1)[..., 0]
-        return masked_mean(ce, self._keep(batch).astype(ce.dtype))
+        keep = self._keep(batch) if self.masked else jnp.broadcast_to(batch["mask"][:, None] > 0, y.shape)
+        return masked_mean(ce, keep.astype(ce.dtype))
 
     def stats(self, batch, logits):
         y, keep = batch["y"], self._keep(batch)

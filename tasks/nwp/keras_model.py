@@ -25,13 +25,16 @@ def keras_parts(c, lay, g0: dict, l0: dict) -> KerasParts:
     l_emb = LocalOOVEmbedding(lay.V, lay.K, c.embedding_dim, const(w["embedding_oov_local"]),
                               name="embedding_oov_local")
     emb = SelectOOV(lay.V, lay.K, name="token_embedding")([tokens, g_emb(tokens), l_emb(tokens)])
-    lstm = tf.keras.layers.LSTM(  # the bias holds the forget gate's 1 already
-        c.lstm_units, return_sequences=True, kernel_initializer=const(w["lstm/kernel"]),
-        recurrent_initializer=const(w["lstm/recurrent_kernel"]), bias_initializer=const(w["lstm/bias"]),
-        unit_forget_bias=False, name="lstm")
-    proj = dense(c.projection_dim, "projection")
-    h = proj(lstm(emb))
-    global_layers, local_layers = [g_emb, lstm, proj], [l_emb]
+    global_layers, local_layers, h = [g_emb], [l_emb], emb
+    for i in range(int(c.get("num_layers", 1))):  # (LSTM -> projection) blocks, names as NwpFast.block
+        name, proj_name = ("lstm", "projection") if i == 0 else (f"lstm_{i}", f"projection_{i}")
+        lstm = tf.keras.layers.LSTM(  # the bias holds the forget gate's 1 already
+            c.lstm_units, return_sequences=True, kernel_initializer=const(w[f"{name}/kernel"]),
+            recurrent_initializer=const(w[f"{name}/recurrent_kernel"]),
+            bias_initializer=const(w[f"{name}/bias"]), unit_forget_bias=False, name=name)
+        proj = dense(c.projection_dim, proj_name)
+        h = proj(lstm(h))
+        global_layers += [lstm, proj]
     if c.local_oov_output:
         g_out, l_out = dense(lay.V + 3, "logits_global"), dense(lay.K, "logits_oov_local")
         logits = MergeOOVLogits(lay.V, lay.K, name="logits")([g_out(h), l_out(h)])
@@ -125,12 +128,21 @@ class MergeOOVLogits(tf.keras.layers.Layer):
 # --------------------------------------------------------------------------
 class MaskedCrossEntropy(tf.keras.losses.Loss):
     """Mean softmax cross-entropy over the non-pad label positions of a batch.
-    TFF calls the loss without sample weights, so the pad mask lives here."""
+    TFF calls the loss without sample weights, so the pad mask lives here.
+    masked=False: the mean over every position, pads included, as the authors' Keras
+    loss computed under TF 2.4 (which ignored the embedding's mask)."""
+
+    def __init__(self, masked: bool = True, **kw):
+        super().__init__(**kw)
+        self.masked = bool(masked)
+
+    def get_config(self):
+        return {**super().get_config(), "masked": self.masked}
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         y = tf.cast(y_true, tf.int64)
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=tf.cast(y_pred, tf.float32))
-        w = tf.cast(tf.not_equal(y, 0), ce.dtype)
+        w = tf.cast(tf.not_equal(y, 0), ce.dtype) if self.masked else tf.ones_like(ce)
         return tf.math.divide_no_nan(tf.reduce_sum(ce * w), tf.reduce_sum(w))
 
     def call(self, y_true, y_pred):  # per-position values (pads 0), for completeness

@@ -3,8 +3,9 @@
     for each round t:
         S <- sample clients_per_round training clients          (the loop)
         for each client i in S (fast/execute.py: vmap groups or one after another):
-            w_i <- w_t; one epoch of w_i <- w_i - eta_c * grad L(w_i; b) over D_i
-            send w_t - w_i, weighted by |D_i| or 1 (0 if not finite)
+            w_i <- w_t; algo.client_epochs of w_i <- w_i - eta_c * grad L(w_i; b) over D_i,
+                   at most algo.client_steps_max steps (the authors' recipe: 1 epoch, <= 50 steps)
+            send w_t - w_i, weighted by algo.client_weighting (0 if not finite)
         w_{t+1} <- ServerOpt(w_t, weighted mean of the updates; under DP: fast/dp.py)
     evaluation: the global model as is on the measuring half (odd batches of
     split/eval; all held-out data for seen users); with algo.eval=finetune also
@@ -17,7 +18,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from fedrecon_bench.algorithms import FINETUNE_VARIABLES as VARIABLES
+from fedrecon_bench.algorithms import FINETUNE_VARIABLES as VARIABLES, client_schedule
 from fedrecon_bench.errors import UserError
 from fedrecon_bench.fast import client as fc
 from fedrecon_bench.fast import optim
@@ -32,6 +33,7 @@ class FedAvg(FastAlgorithm):
         super().__init__(task, info, cfg, run_dir)
         self.g0 = {**self.g0, **self.l0}  # the task's local layers are simply global here
         self.names = (*self.m.global_names, *self.m.local_names)
+        self.epochs, self.steps_max = client_schedule(cfg.algo)
         mode = cfg.algo.get("eval", "global")
         if mode not in ("global", "finetune"):
             raise UserError(f"algo.eval={mode!r} is unknown; use global or finetune")
@@ -49,11 +51,11 @@ class FedAvg(FastAlgorithm):
     def _client(self, w, c):
         w_i = self.views(w, c["rows"])
         w_new, tally = self.client.train(w_i, {}, self.client_opt, c["data"], c["steps"], c["key"], local=True)
-        delta, weight = fc.update(w_i, w_new, self.weight(tally["examples"]))
+        delta, weight = fc.update(w_i, w_new, self.weight(tally["examples"], tally))
         return {"delta": delta, "weight": weight, "rows": c["rows"], "sum": tally}
 
     def next(self, state, clients, client_ids=None):
-        steps = clients.schedule("all")
+        steps = clients.schedule("all", self.epochs, self.steps_max)
         c = {"data": clients.data, "rows": clients.rows, "steps": steps,
              "key": self.round_keys(state, len(clients))}
         sums, _ = self.run_clients(self._client, state, c, steps.count)

@@ -36,7 +36,7 @@ class StatefulFedAvg(FedRecon):  # FedRecon for the reconstruction evaluation
         new, tally = self.client.train({**g_i, **c["local"]}, {}, self.client_opt, c["data"], c["steps"],
                                        c["key"], local=True)
         delta = {n: g_i[n] - new[n] for n in g_i}
-        return {"delta": delta, "weight": self.weight(tally["examples"]), "rows": c["rows"], "sum": tally,
+        return {"delta": delta, "weight": self.weight(tally["examples"], tally), "rows": c["rows"], "sum": tally,
                 "keep": {n: new[n] for n in c["local"]}}
 
     def train_round(self, state, c, steps):
