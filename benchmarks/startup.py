@@ -15,7 +15,11 @@ median of:
 
 "after" runs twice per repeat: with an empty JAX compilation cache (cold) and with the
 cache the previous run filled (warm); "before" has no cache. Target (issue "engine=fast
-starts in seconds"): outside <= 5 s. Results are in the README ("Engines").
+starts in seconds"): outside <= 5 s.
+
+With --sweep it also times a fixed subset of the 174-run paper-table sweep
+(`+sweep=movielens_paper_table`, SWEEP below: 12 runs in one multirun process) end to end,
+before and after (warm cache), once each. Results are in the README ("Engines").
 """
 from __future__ import annotations
 
@@ -32,6 +36,18 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BEFORE = "9f6f649"  # engine=fast still built its initial weights with Keras (imports TF and TFF)
+SWEEP = ["+sweep=movielens_paper_table", "+algo=fedrecon,fedavg", "algo.client_optimizer.learning_rate=0.1",
+         "task.split_by=user,example", "seed=0,1,2"]  # 12 of its 174 runs
+
+
+def sweep(code: pathlib.Path, out: pathlib.Path, extra: list[str]) -> float:
+    env = {**os.environ, "PYTHONPATH": str(code), "WANDB_MODE": "offline"}
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "fedrecon_bench", "-m", *SWEEP, "logger=none",
+                        f"hydra.sweep.dir={out}", *extra], cwd=code, env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"{code}: sweep exit {p.returncode}\n{p.stderr[-2000:]}")
+    return time.perf_counter() - t0
 
 
 def run(code: pathlib.Path, run_dir: pathlib.Path, rounds: int, extra: list[str]) -> dict:
@@ -60,6 +76,7 @@ def main() -> None:
     ap.add_argument("--before", default=BEFORE, help="git revision to compare with")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=500)
+    ap.add_argument("--sweep", action="store_true", help="also time the paper-table sweep subset")
     a = ap.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f}", file=sys.stderr)
     res = {"before": [], "after, cache cold": [], "after, cache warm": []}
@@ -78,6 +95,12 @@ def main() -> None:
                 shutil.rmtree(cache, ignore_errors=True)
                 print(f"repeat {r + 1}: " + ", ".join(f"{k} {v[-1]['whole']:.1f} s" for k, v in res.items()),
                       file=sys.stderr)
+            sweeps = {"before": [], "after": []}
+            for r in range(1 if a.sweep else 0):  # about 2 min each: once
+                sweeps["before"].append(sweep(old, tmp / f"sb{r}", []))
+                sweeps["after"].append(sweep(ROOT, tmp / f"sa{r}", [f"fast.compilation_cache={tmp / 'sc'}"]))
+                print(f"sweep repeat {r + 1}: before {sweeps['before'][-1]:.1f} s, after {sweeps['after'][-1]:.1f} s",
+                      file=sys.stderr)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT, capture_output=True)
     med = lambda rows, k: statistics.median(x[k] for x in rows)
@@ -89,6 +112,10 @@ def main() -> None:
     for name, rows in res.items():
         print(f"| {name} | {med(rows, 'whole'):.1f} | {med(rows, 'in_run'):.1f} | "
               f"{med(rows, 'outside'):.1f} | {med(rows, 'first'):.1f} |")
+    if sweeps["before"]:
+        b, f = statistics.median(sweeps["before"]), statistics.median(sweeps["after"])
+        print(f"\npaper-table sweep subset ({' '.join(SWEEP[1:])}: 12 runs), one run each: "
+              f"before {b:.1f} s, after {f:.1f} s, ratio {b / f:.2f}x")
 
 
 if __name__ == "__main__":

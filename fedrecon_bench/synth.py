@@ -20,7 +20,7 @@ Client sizes are long-tailed like the real data (a power law: most users have a 
 examples, about 1% more than 1,024), the text is drawn from a Zipf vocabulary, and the
 images are a fixed template per class plus noise. Everything is a function of --seed.
 The protos are written in protobuf's wire format directly (no TensorFlow needed to
-generate); TFF's own loaders read them (tests/test_synth.py).
+generate); TFF's own loaders read them (tests/test_lazy.py).
 """
 from __future__ import annotations
 
