@@ -95,7 +95,11 @@ def _read_yaml(path: str) -> dict:
         return {}
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
+    cfg = OmegaConf.load(path)
+    try:  # values that point at other keys (algo.client_weighting: ${dp.client_weighting})
+        return OmegaConf.to_container(cfg, resolve=True) or {}
+    except Exception:  # an interpolation this process cannot resolve (an unset env var, hydra's)
+        return OmegaConf.to_container(cfg, resolve=False) or {}
 
 
 def load_run(run_dir: str) -> Run:

@@ -317,3 +317,14 @@ def test_plot_metric_against_epsilon(dp_sweep, tmp_path, capsys):
                                                      "vs_movielens_test_accuracy_privacy.epsilon.png"]
     assert plot_mod.main([str(dp_sweep), "--out", str(out), "--x", "privacy.nope"]) == 2
     assert "--x privacy.nope: no completed run has a number for it" in capsys.readouterr().err
+
+
+def test_config_values_that_point_at_other_keys_are_resolved(tmp_path):
+    from analysis.runs import _read_yaml
+
+    p = tmp_path / "config.yaml"
+    p.write_text("algo: {client_weighting: '${dp.client_weighting}'}\ndp: {client_weighting: uniform}\n"
+                 "data_dir: '${oc.env:FEDRECON_BENCH_TEST_UNSET_VAR}'\n")
+    assert _read_yaml(str(p))["algo"]["client_weighting"] == "${dp.client_weighting}"  # unresolvable env: raw
+    p.write_text("algo: {client_weighting: '${dp.client_weighting}'}\ndp: {client_weighting: uniform}\n")
+    assert _read_yaml(str(p))["algo"]["client_weighting"] == "uniform"

@@ -243,8 +243,8 @@ def test_privacy_sweep_preset_composes_and_its_grid_reaches_epsilon_10(algo):
             "+task=movielens", f"+algo={algo}", f"dp.noise_multiplier={grid[-1]}", "seed=2",
             "+sweep=movielens_dp_study"])
     privacy.check(cfg)  # uniform weighting, a count noise large enough for the largest z
-    assert (cfg.dp.name, cfg.engine, cfg.task.split_by, cfg.task.max_users) == (
-        "gaussian_adaptive", "fast", "user", None)
+    assert (cfg.dp.name, cfg.dp.clip, cfg.dp.zeroing, cfg.engine, cfg.task.split_by, cfg.task.max_users) == (
+        "gaussian_fixed", 1.0, False, "fast", "user", None)
     assert 200 <= cfg.clients_per_round <= 500 and cfg.algo.client_weighting == "uniform"
     n, delta = 4832, 1 / 4832
     assert cfg.dp.delta is None  # 1 / training users = 1/4832 for all MovieLens-1M users
