@@ -34,8 +34,8 @@ CASES = {  # preset overrides, then the engine=fast forms: (label, extra overrid
         ("vmap groups (default)", []),
         ("sequential", ["fast.clients=sequential"])]),
     "nwp_defaults": (["+task=nwp", "+algo=fedrecon", "clients_per_round=10"], [
-        ("sequential (default)", []),
-        ("sequential, LSTM unrolled", ["task.lstm_unroll=20"]),
+        ("sequential, LSTM unrolled (default)", []),
+        ("sequential, LSTM rolled", ["task.lstm_unroll=1"]),
         ("host steps", ["fast.clients=host"]),
         ("vmap groups", ["fast.clients=vmap"])]),
     "nwp_shakespeare": (["experiment=nwp_shakespeare"], [
