@@ -60,7 +60,8 @@ def populations(engine: str, task, algo, data, cache_mb: int = 1024):
     if engine == "fast":
         from fedrecon_bench.fast.data import Population
 
-        return tuple(Population(algo.m, getattr(data, s), size) for s in ("train", "val", "test"))
+        lockstep = getattr(algo, "mode", "vmap") == "vmap"
+        return tuple(Population(algo.m, getattr(data, s), size, lockstep) for s in ("train", "val", "test"))
     return tuple(_Datasets(task, getattr(data, s), size) for s in ("train", "val", "test"))
 
 

@@ -3,8 +3,9 @@
 A population is its client ids and sizes (known up front) and a reader. A round (or an
 evaluation chunk) reads its clients through a cache bounded in bytes and packs them
 into arrays [clients, batches, batch_size, ...] with a `mask` of real examples, padded
-to bucketed shapes (powers of two, capped at the population's largest), so jit
-compiles a bounded number of times and memory does not grow with the population.
+to the population's largest client while that stays small (one shape: one
+compilation), else to bucketed shapes (powers of two), so jit compiles a bounded
+number of times and memory does not grow with the population.
 Padding costs memory only: no step reads a padding batch. The next round's clients can
 be packed in a background thread (`prefetch`).
 
@@ -30,6 +31,10 @@ PAD_ROW = np.iinfo(np.int32).max  # row padding: gathers read 0, scatters drop i
 LOCAL = ":local"  # suffix of a sparse field re-indexed into the client's own rows
 CACHE_BYTES = 1 << 30
 EVAL_CHUNK = 256  # evaluation clients packed at a time
+# A dimension is padded to the population's largest when the packed array stays below this:
+# one shape, one compilation (an unrolled LSTM compiles for about 10 s on CPU). Above it
+# (uncapped long-tailed populations) it is bucketed to a power of two instead.
+FULL_PAD_BYTES = 64 << 20
 
 
 def bucket(n: int, cap: int | None = None) -> int:
@@ -39,12 +44,22 @@ def bucket(n: int, cap: int | None = None) -> int:
     return min(b, cap) if cap else b
 
 
+def padded(n: int, cap: int, clients: int, unit_bytes: int) -> int:
+    """A dimension's size for `clients` clients needing n units of unit_bytes each: the
+    population's largest (cap) while that stays under FULL_PAD_BYTES, else bucket(n, cap).
+    A function of the selection and the population only, so a resumed run sees the same
+    shapes; padding never adds steps (each client's loop runs its own count)."""
+    return cap if clients * cap * unit_bytes <= FULL_PAD_BYTES else bucket(n, cap)
+
+
 class Population:
     """One population for the fast engine. `select(idx)` is what a round or evaluation
     receives; `evaluation(...)` streams a whole population in chunks."""
 
-    def __init__(self, model, clients, cache_bytes: int = CACHE_BYTES):
-        self.model, self.clients, self.ids = model, clients, clients.ids
+    def __init__(self, model, clients, cache_bytes: int = CACHE_BYTES, lockstep: bool = True):
+        """lockstep: clients may run in vmap groups, which gather every step of a schedule's
+        width, so widths stay bucketed; one client at a time only reads its own steps."""
+        self.model, self.clients, self.ids, self.lockstep = model, clients, clients.ids, lockstep
         self.num_examples = np.asarray(clients.sizes, np.int64)
         self.num_batches = -(-self.num_examples // model.batch_size)
         self.max_batches = max(1, int(self.num_batches.max(initial=0)))
@@ -154,7 +169,9 @@ class Selection:
     def _packed(self):
         pop, bs = self.pop, self.pop.model.batch_size
         clients = [pop.client(i) for i in self.idx]
-        B = bucket(pop.num_batches[self.idx].max(initial=1), pop.max_batches)
+        per_example = sum(v.dtype.itemsize * int(np.prod(v.shape[1:], dtype=np.int64)) + 4  # + mask
+                          for v in (clients[0]["inputs"].values() if clients else []))
+        B = padded(pop.num_batches[self.idx].max(initial=1), pop.max_batches, len(clients), bs * per_example)
         n = pop.num_examples[self.idx]
         data = {name: _pad([cl["inputs"][name] for cl in clients], B * bs).reshape(
             (len(clients), B, bs) + clients[0]["inputs"][name].shape[1:])
@@ -162,8 +179,8 @@ class Selection:
         data["mask"] = (np.arange(B * bs)[None, :] < n[:, None]).reshape(len(clients), B, bs).astype(np.float32)
         rows = {}
         for f in pop.sparse_fields:
-            R = bucket(max((len(cl["rows"][f]) for cl in clients), default=1),
-                       int(pop.num_examples.max(initial=1)))  # no client has more rows than examples
+            R = bucket(max((len(cl["rows"][f]) for cl in clients), default=1),  # bucketed: a lockstep
+                       int(pop.num_examples.max(initial=1)))  # group reads every row (rows <= examples)
             rows[f] = _pad([cl["rows"][f] for cl in clients], R, PAD_ROW)
         return data, rows, all(bool(cl["unique"]) for cl in clients)
 
@@ -177,7 +194,9 @@ class Selection:
 
     def schedule(self, part: str, epochs: int = 1, steps_max=None) -> Schedule:
         idx, count = schedule(self.pop.num_batches[self.idx], part, epochs, steps_max)
-        width = bucket(idx.shape[1], self.pop.longest(part, epochs, steps_max))
+        longest = self.pop.longest(part, epochs, steps_max)
+        width = (bucket(idx.shape[1], longest) if self.pop.lockstep
+                 else padded(idx.shape[1], longest, len(self.idx), 4))
         idx = np.pad(idx, ((0, 0), (0, max(0, width - idx.shape[1]))))
         return Schedule(idx, count, once=epochs == 1 and self._packed[2])
 
