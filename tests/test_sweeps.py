@@ -112,8 +112,8 @@ def test_paper_preset_composes_the_paper_setting_for_each_algorithm(algo):
     assert (cfg.algo.name, cfg.seed, cfg.rounds, cfg.clients_per_round) == (algo, 2, 500, 100)
     assert cfg.task.max_users is None and cfg.task.dataset == "ml-1m"
     assert OmegaConf.to_container(cfg.split.train) == {
-        "mode": "disjoint", "recon_epochs": 5, "recon_steps_max": 50, "post_recon_epochs": 1,
-        "post_recon_steps_max": 50}
+        "mode": "disjoint", "proportion": 2, "recon_epochs": 5, "recon_epochs_constant": True,
+        "recon_steps_max": 50, "post_recon_epochs": 1, "post_recon_steps_max": 50}
     assert cfg.split.eval.recon_steps_max == 50
 
 
