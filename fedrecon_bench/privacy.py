@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import math
 
+from fedrecon_bench import weighting as client_weighting
 from fedrecon_bench.errors import UserError
 
 KINDS = ("none", "gaussian_adaptive", "gaussian_fixed")
@@ -57,13 +58,6 @@ class Params:
 
 def kind(cfg) -> str:
     return (cfg.get("dp") or {}).get("name", "none")
-
-
-def client_weighting(cfg) -> str:
-    """algo.client_weighting, checked (weighting.py): examples, uniform or tokens."""
-    from fedrecon_bench import weighting
-
-    return weighting.kind(cfg)
 
 
 def noise_split(z: float, m: float, count_stddev: float | None) -> tuple[float, float]:
@@ -114,7 +108,7 @@ def params(cfg) -> Params | None:
 def check(cfg) -> None:
     """Before any data is read: the dp config, the weighting it needs, where it applies."""
     k, centralized = kind(cfg), cfg.algo.name == "centralized"
-    weighting = None if centralized else client_weighting(cfg)
+    weighting = None if centralized else client_weighting.kind(cfg)
     if k in KINDS and k != "none":
         if centralized:
             raise UserError(f"dp={k} does not apply to +algo=centralized: centralized training has "

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from fedrecon_bench import client_store, optimizers, privacy, splits
+from fedrecon_bench import client_store, optimizers, privacy, splits, weighting
 from fedrecon_bench.algorithms import dp_tff
 from fedrecon_bench.algorithms.fedrecon import FedRecon
 
@@ -45,7 +45,7 @@ class StatefulFedAvg:
         self.client_opt = optimizers.build(a.client_optimizer, "algo.client_optimizer")
         self.server_opt = optimizers.build(a.server_optimizer, "algo.server_optimizer")
         self.store = client_store.make(a.get("store", "memory"), run_dir)
-        self.uniform = a.name != "centralized" and privacy.client_weighting(cfg) == "uniform"
+        self.uniform = a.name != "centralized" and weighting.kind(cfg) == "uniform"
         self.dp = privacy.params(cfg) if a.name != "centralized" else None
         self.dp_agg = dp_tff.Aggregator(self.dp, [v.shape for v in self.gvars]) if self.dp else None
         self._measure_half = splits.build(cfg.split.eval, "split.eval", evaluation=True)

@@ -1,19 +1,7 @@
 """EMNIST character recognition, one client per writer: the standard TFF EMNIST
 CNN, with a personal user embedding (local) concatenated to its image features.
 
-Data (data.py): LEAF's FEMNIST JSON (`<data_dir>/femnist-leaf/{train,test}/*.json`,
-`task.source=leaf`) or TFF's federated EMNIST (`task.source=tff`, downloaded by
-TFF into `<data_dir>/emnist-tff`). The JSON is parsed once into an npz cache
-(uint8 pixels, no pickle) keyed by the files' names, sizes and mtimes; later
-runs load the cache (about 0.1 s instead of 3 s for the shared sample).
-
-Populations (`task.split_by`):
-  user     writers with LEAF train data are split 80/10/10 into train/val/test
-           writers (seeded); every writer's examples are all its data (LEAF
-           train + test), so val/test writers are never seen in training.
-  example  train clients are every writer's LEAF train data; val and test
-           clients are the same writer ids, with the writer's LEAF test data
-           shuffled (seeded) and halved (val the first n // 2, test the rest).
+Data and populations (`task.source`, `task.split_by`): data.py's docstring.
 
 The model twice: JAX for engine=fast (fast_model.py, which also defines the initial
 weights) and Keras for engine=tff (keras_model.py, imported only there).
