@@ -4,8 +4,8 @@ SOURCE = tensorflow/federated tensorflow_federated/python/learning/algorithms/fe
 
 Their `MnistModel` (a zero-initialised dense layer, weights global, biases local) and
 client data (three examples in batches of 2) run through this suite's FedRecon
-(peer_toys.py), on engine=fast for every case and on engine=tff for one case of each kind
-(a TFF process costs seconds to build). Their optimizer variants: `keras_opt` is SGD,
+(peer_toys.py), on engine=fast for every case and on engine=tff too for three (no
+reconstruction, examples weighting, multiple epochs: a TFF process costs seconds to build). Their optimizer variants: `keras_opt` is SGD,
 `tff_opt` SGD with momentum 0.5 (`sgdm`). Expected: the round's post-reconstruction
 example and batch counts, the round-1 loss ln(10) of a zero model (within their 1e-4),
 a lower loss in the last round(s) and moved global weights; both engines agree.

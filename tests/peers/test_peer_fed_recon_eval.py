@@ -7,7 +7,7 @@ metrics: examples and `num_over` (labels > 5). Two clients, x = 1, 2, 3 with y =
 and 5, 5, 9, batches of 1. Their evaluation split splits even/odd by default; their
 `keras_opt` / `tff_opt` are SGD and SGD with momentum 0.5 at learning rate 0.1 unless
 a case says otherwise. Run through this suite's FedRecon evaluation (peer_toys.py) on
-engine=fast, and on engine=tff for one variant of each counting case.
+engine=fast, and on engine=tff too for the split-data and multiple-epochs cases (keras_opt).
 
 Without reconstruction the bias stays 0 and the loss is the mean of (y - x)^2: 59/3 over
 all six examples in their tests. Declined (README "Paper fidelity"): measuring the data
