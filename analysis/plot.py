@@ -8,8 +8,9 @@ Per task, two figures:
       algorithm (row key), the mean over seeds with a 95% bootstrap confidence band;
   final_<task>_<final-split>_<metric>: the final value (summary.json) per algorithm,
       a bar at the mean with its 95% interval and one dot per seed.
-With --x KEY (a summary key, dotted for nested ones such as privacy.epsilon, or a config
-key), one figure per task instead:
+With --x KEY (a summary key, dotted for nested ones such as privacy.noise_multiplier, or a
+config key; privacy.epsilon is the ε each run's dp.accountant names, or --accountant's),
+one figure per task instead:
   vs_<task>_<final-split>_<metric>_<KEY>: the final value against KEY, one line per
       algorithm, the mean over seeds with a 95% confidence band; runs whose KEY is
       infinite (ε without noise) are a dashed line at their mean; a log x axis when
@@ -27,7 +28,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on servers and in tests
 
 from analysis import runs as R  # noqa: E402
-from analysis.table import add_common_args, default_out, load  # noqa: E402
+from analysis.table import EPSILON_NAMES, add_common_args, default_out, load  # noqa: E402
 from fedrecon_bench.errors import UserError  # noqa: E402
 
 FIGSIZE = (6.4, 4.0)  # inches; at the default 150 dpi: 960 x 600 px
@@ -133,7 +134,10 @@ def plot(runs, out_dir, metric=None, split="val", final_split="test", rows=None,
     return written
 
 
-def plot_against(runs, out_dir, x, metric=None, final_split="test", rows=None, dpi=150):
+EPSILON = "privacy.epsilon"  # --x: the ε each run's dp.accountant (or --accountant) names
+
+
+def plot_against(runs, out_dir, x, metric=None, final_split="test", rows=None, dpi=150, accountant=None):
     """Final `metric` against the summary/config key `x` (see the module doc)."""
     import math
 
@@ -141,13 +145,15 @@ def plot_against(runs, out_dir, x, metric=None, final_split="test", rows=None, d
     import pandas as pd
     import seaborn as sns
 
+    R.check_accountant(accountant)
+
     done = [r for r in runs if r.status == "completed"]
     avail = R.metric_names(done, final_split)
     metric = metric or (R.default_val_metric(avail) if avail else None)
     rows = rows or [k for k in R.default_row_keys(done) if k != R.NOISE]  # x follows the noise
     data = []
     for run in done:
-        xv = run.key(x)
+        xv = R.epsilon(run, choice=accountant) if x == EPSILON else run.key(x)
         modes = [mode for mode, _ in R.entries(run, final_split)] or [None]
         for mode in (modes if "eval_mode" in rows else modes[:1]):
             v = R.select(run, final_split, metric, "final", None, mode) if metric else None
@@ -177,7 +183,9 @@ def plot_against(runs, out_dir, x, metric=None, final_split="test", rows=None, d
             ax.axhline(g[metric].mean(), ls="--", color=colors[lab], label=f"{lab} ({x} = ∞)")
         ax.set_title(f"{task}: final {final_split} {metric} vs {x}\nmean over seeds, 95% CI band; "
                      f"dashed: {x} = ∞", fontsize=11)
-        ax.set_xlabel(x)
+        ax.set_xlabel(x if x != EPSILON else "ε, " + " / ".join(
+            EPSILON_NAMES[a] for a in sorted({R.accountant(r, accountant) for r in done
+                                              if R.epsilon(r) is not None})))
         ax.set_ylabel(f"{final_split} {metric} ({_direction(metric)})")
         ax.legend(title=" / ".join(rows), fontsize=9, title_fontsize=9)
         written += _save(fig, out_dir, f"vs_{task}_{final_split}_{metric}_{x}")
@@ -200,7 +208,7 @@ def main(argv=None, api=None) -> int:
         out = args.out or (default_out(args.dirs) if args.dirs else "outputs/analysis")
         if args.x:
             paths = plot_against(runs, out, args.x, args.metric, args.final_split,
-                                 R.parse_list(args.rows), args.dpi)
+                                 R.parse_list(args.rows), args.dpi, args.accountant)
         else:
             paths = plot(runs, out, args.metric, args.split, args.final_split,
                          R.parse_list(args.rows), args.dpi)

@@ -15,10 +15,12 @@ import sys
 from typing import Any, Callable, Iterable
 
 from fedrecon_bench.errors import UserError
+from fedrecon_bench.privacy import DEFAULT_ACCOUNTANT, EPSILON_KEYS
 
-# Per-row bookkeeping, not metrics (ε and δ are the privacy of a DP run: table.py's ε column).
+# Per-row bookkeeping, not metrics (ε and δ are the privacy of a DP run: table.py's ε column;
+# `epsilon` alone is what runs logged before both ε were, the replace-one one).
 BOOKKEEPING = {"round", "split", "clients", "round_s", "eval_s", "rss_mb", "num_examples",
-               "num_batches", "epsilon", "delta"}
+               "num_batches", "epsilon", "delta", *EPSILON_KEYS.values()}
 # A metric whose name contains one of these is better when lower.
 _LOWER_BETTER = ("loss", "rmse", "mse", "mae", "error", "perplexity", "wall_s")
 
@@ -178,6 +180,9 @@ def from_wandb(project: str, api=None, filters: dict | None = None) -> list[Run]
                    "seed": config.get("seed"), "status": s.get("status", "unknown"),
                    "final": final, **{k: v for k, v in s.items()
                                       if k in ("wall_s", "global_params", "local_params")}}
+        privacy = {k.split("/", 1)[1]: v for k, v in s.items() if k.startswith("privacy/")}
+        if privacy:  # RunLog mirrors summary.json's numeric `privacy` values as privacy/<key>
+            summary["privacy"] = privacy
         runs.append(Run(f"wandb:{project}/{getattr(r, 'id', '?')}", summary, config, {},
                         _load_rows=lambda r=r: _wandb_rows(r.scan_history())))
     if not runs:
@@ -287,17 +292,41 @@ def default_row_keys(runs: list[Run]) -> list[str]:
     return ["algo", *noise] + [k for k in _mode_keys(runs) if len(_values(runs, k)) > 1]
 
 
+def check_accountant(choice: str | None) -> None:
+    if choice not in (None, *EPSILON_KEYS):
+        raise UserError(f"--accountant {choice!r}: use {' or '.join(EPSILON_KEYS)}")
+
+
+def accountant(run: Run, choice: str | None = None) -> str:
+    """Which of a DP run's two ε tables and plots show: `choice` (--accountant), else the
+    run's dp.accountant (summary.json privacy.accountant, or its config), else poisson. A run
+    logged before both ε were has only `epsilon`, the replace-one one: that is what it shows."""
+    a = choice or run.key("privacy.accountant")
+    a = a if a in EPSILON_KEYS else run.key("dp.accountant")
+    a = a if a in EPSILON_KEYS else DEFAULT_ACCOUNTANT
+    if run.key(f"privacy.{EPSILON_KEYS[a]}") is None and run.key("privacy.epsilon") is not None:
+        return "replace_one"
+    return a
+
+
+def epsilon_key(run: Run, choice: str | None = None) -> str:
+    """The privacy / row key of the ε `accountant` picks (`epsilon` for older runs)."""
+    key = EPSILON_KEYS[accountant(run, choice)]
+    return key if run.key(f"privacy.{key}") is not None else "epsilon"
+
+
 def epsilon(run: Run, mode_sel: str = "final", val_metric: str | None = None,
-            eval_mode: str | None = None) -> float | None:
-    """A DP run's ε (inf without noise; None for a run without DP): after all its rounds
-    (summary.json privacy), or with best-val selection after its best val round."""
-    v = run.key("privacy.epsilon")
+            eval_mode: str | None = None, choice: str | None = None) -> float | None:
+    """A DP run's ε by `accountant` (inf without noise; None for a run without DP): after all
+    its rounds (summary.json privacy), or with best-val selection after its best val round."""
+    key = epsilon_key(run, choice)
+    v = run.key(f"privacy.{key}")
     if not isinstance(v, (int, float)):
         return None
     if mode_sel == "best-val":
         r_best = best_val_round(run, val_metric, eval_mode)
-        v = next((row["epsilon"] for row in run.rows() if row.get("split") == "val"
-                  and row.get("round") == r_best and "epsilon" in row), v)
+        v = next((row[key] for row in run.rows() if row.get("split") == "val"
+                  and row.get("round") == r_best and key in row), v)
     return float(v)
 
 

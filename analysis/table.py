@@ -2,7 +2,7 @@
 
     python -m analysis.table <run or sweep dirs...> [--metrics rating_accuracy,rmse]
         [--split test] [--select final|best-val] [--val-metric M] [--rows algo,split/train]
-        [--cols task] [--out DIR] [--decimals 3] [--tune KEY]
+        [--cols task] [--out DIR] [--decimals 3] [--tune KEY] [--accountant poisson|replace_one]
     python -m analysis.table --wandb ENTITY/PROJECT [...]
 
 Rows: algorithm (plus the DP noise multiplier, `eval_mode` and `split_by` where they differ;
@@ -10,7 +10,9 @@ Rows: algorithm (plus the DP noise multiplier, `eval_mode` and `split_by` where 
 config group such as `split/train`). Columns: task x metric. Cells: mean ± sample std (ddof=1)
 over seeds, with the number of runs n; the best mean per column in bold (lower is better for
 loss/rmse/error, higher otherwise). Runs with differential privacy add an ε column (their
-ε at δ after the rounds the row's values come from; ∞ without noise, – without DP).
+ε at δ after the rounds the row's values come from; ∞ without noise, – without DP): the
+one each run's dp.accountant names (poisson by default; --accountant to override), and the
+caption says which.
 Only completed runs count; the others are listed under the table.
 --tune KEY (e.g. algo.client_optimizer.learning_rate, a swept hyperparameter): for each
 row (all eval modes of a training config together), keep only the runs with the KEY value
@@ -33,13 +35,18 @@ from analysis import runs as R
 from fedrecon_bench.errors import UserError
 
 
+# How the caption names each ε (README "Differential privacy").
+EPSILON_NAMES = {"poisson": "Poisson-sampled RDP, add/remove, q = clients_per_round / N",
+                 "replace_one": "RDP without replacement, replace-one (conservative)"}
+
+
 def _sort_key(v):
     return (0, v) if isinstance(v, (int, float)) else (1, str(v))
 
 
 class Table:
     def __init__(self, runs, metrics=None, split="test", select="final", val_metric=None,
-                 rows=None, cols=None, decimals=3, tune=None):
+                 rows=None, cols=None, decimals=3, tune=None, accountant=None):
         if select not in ("final", "best-val"):
             raise UserError(f"--select {select!r}: use final or best-val")
         self.all_runs = runs
@@ -49,6 +56,8 @@ class Table:
             raise UserError(f"no completed runs among {len(runs)} (statuses: "
                             f"{', '.join(sorted({r.status for r in runs}))}); nothing to tabulate")
         self.split, self.select, self.decimals = split, select, decimals
+        R.check_accountant(accountant)
+        self.accountant = accountant  # None: each run's dp.accountant
         avail = R.metric_names(self.runs, split)
         if not avail:
             raise UserError(f"no {split!r} metrics in the runs' summary.json final; "
@@ -112,7 +121,7 @@ class Table:
             for mode in modes:
                 row = tuple(R.value(run, k, mode) for k in self.row_keys)
                 col = tuple(R.value(run, k, mode) for k in self.col_keys)
-                eps = R.epsilon(run, self.select, self.val_metric, mode)
+                eps = R.epsilon(run, self.select, self.val_metric, mode, self.accountant)
                 if eps is not None:
                     self.eps[row].append(eps)
                 for m in self.metrics:
@@ -128,7 +137,8 @@ class Table:
                     self.per_run.append({"path": run.path, **dict(zip(self.row_keys, row)),
                                          **dict(zip(self.col_keys, col)), "seed": run.key("seed"),
                                          "split": self.split, "select": self.select, "metric": m,
-                                         "value": v, **({"epsilon": eps} if eps is not None else {})})
+                                         "value": v, **({"accountant": R.accountant(run, self.accountant),
+                                                         "epsilon": eps} if eps is not None else {})})
         for (row, col, m), vals in cells.items():
             seeds = [s for s, _, _ in vals]
             dup = {s for s in seeds if seeds.count(s) > 1}
@@ -192,9 +202,12 @@ class Table:
         what = ("final values (summary.json)" if self.select == "final" else
                 f"at the round with the best val {self.val_metric} (metrics.jsonl)")
         same = "".join(f"; {k} = {v} for all runs" for k, v in self.constants.items())
-        deltas = sorted({r.key("privacy.delta") for r in self.runs if R.epsilon(r) is not None})
-        if deltas:  # README "Differential privacy": the accountant and the sampling
-            same += f"; ε at δ = {' / '.join(f'{d:.3g}' for d in deltas)} (privacy.accountant)"
+        dp_runs = [r for r in self.runs if R.epsilon(r) is not None]
+        deltas = sorted({r.key("privacy.delta") for r in dp_runs})
+        if deltas:  # README "Differential privacy": which of the two ε, at which δ
+            shown = sorted({R.accountant(r, self.accountant) for r in dp_runs})
+            same += (f"; ε at δ = {' / '.join(f'{d:.3g}' for d in deltas)}: "
+                     + " / ".join(EPSILON_NAMES[a] for a in shown) + " (dp.accountant)")
         return (f"{self.split} metrics, {what}; mean ± sample std over seeds (n runs); "
                 f"best per column in bold{same}")
 
@@ -254,7 +267,7 @@ class Table:
             f.write(self.latex())
         with open(paths[2], "w", newline="") as f:
             fields = ["path", *self.row_keys, *self.col_keys, "seed", "split", "select",
-                      "metric", "value", *(["epsilon"] if self.eps else [])]
+                      *(["accountant"] if self.eps else []), "metric", "value", *(["epsilon"] if self.eps else [])]
             w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(fields)))
             w.writeheader()
             w.writerows(self.per_run)
@@ -270,6 +283,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs through the wandb API")
     p.add_argument("--rows", help="row keys, comma-separated (default: algo [+ eval mode])")
     p.add_argument("--out", help="output dir (default: the single dir given, else outputs/analysis)")
+    p.add_argument("--accountant", help="DP runs: the ε to show, poisson or replace_one (default: each "
+                                        "run's dp.accountant; runs logged before both: replace_one)")
 
 
 def load(args, api=None) -> list:
@@ -299,7 +314,8 @@ def main(argv=None, api=None) -> int:
     try:
         runs = load(args, api)
         t = Table(runs, R.parse_list(args.metrics), args.split, args.select, args.val_metric,
-                  R.parse_list(args.rows), R.parse_list(args.cols), args.decimals, args.tune)
+                  R.parse_list(args.rows), R.parse_list(args.cols), args.decimals, args.tune,
+                  args.accountant)
         paths = t.write(args.out or (default_out(args.dirs) if args.dirs else "outputs/analysis"),
                         args.name)
     except UserError as e:

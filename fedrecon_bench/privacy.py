@@ -12,13 +12,22 @@ that count spends part of the privacy budget, so the value noise z_v is a little
 the total noise multiplier z, which is what the accounting uses (TFF documents z as the
 effective multiplier: 1/z^2 = 1/z_v^2 + 1/(2 sigma_count)^2).
 
-Accounting: the loop samples clients_per_round = m of the N training users uniformly
-without replacement every round. dp-accounting models exactly this sampler only with
-its RDP accountant under replace-one adjacency (SampledWithoutReplacementDpEvent: the
-Wang-Balle-Kasiviswanathan bound, a valid upper bound for this sampler). Under replace-one,
-swapping one user changes the clipped sum by up to 2C (and the +-0.5 count by up to 1), so
-the multiplier relative to that sensitivity is z/2: the event is Gaussian(z/2), which makes
-ε valid (conservative) for the sampler the loop runs, not the Poisson heuristic.
+Accounting: two ε, both always logged (`epsilon_poisson`, `epsilon_replace_one`);
+`dp.accountant` names the one tables and plots show (default: poisson).
+
+  poisson      RDP of the Poisson-sampled Gaussian: each user included with probability
+               q = m / N, add/remove adjacency, multiplier z (dp-accounting's
+               PoissonSampledDpEvent + GaussianDpEvent, RdpAccountant's default relation).
+               What papers, TFF's tutorials and the FedRecon authors' maintainers report,
+               so it is the number to compare with theirs. For the fixed-size sampler the
+               loop runs it is the literature's approximation, not a proven bound.
+  replace_one  The loop samples m = clients_per_round of the N training users uniformly
+               without replacement. dp-accounting models exactly this sampler only under
+               replace-one adjacency (SampledWithoutReplacementDpEvent: the
+               Wang-Balle-Kasiviswanathan bound). Swapping one user changes the clipped sum
+               by up to 2C (and the +-0.5 count by up to 1), so the multiplier relative to
+               that sensitivity is z/2: Gaussian(z/2). Valid, and conservative, for the
+               sampler the loop runs.
 """
 from __future__ import annotations
 
@@ -30,7 +39,14 @@ from fedrecon_bench import weighting as client_weighting
 from fedrecon_bench.errors import UserError
 
 KINDS = ("none", "gaussian_adaptive", "gaussian_fixed")
-ACCOUNTANT = "rdp (dp-accounting RdpAccountant, replace-one adjacency, noise multiplier z/2)"
+# dp.accountant -> the row / summary key of its ε, and what it computes (summary.json `accounting`).
+EPSILON_KEYS = {"poisson": "epsilon_poisson", "replace_one": "epsilon_replace_one"}
+ACCOUNTING = {
+    "epsilon_poisson": "rdp (dp-accounting RdpAccountant, add/remove adjacency), Poisson sampling "
+                       "q = clients_per_round / training users, noise multiplier z (the literature's)",
+    "epsilon_replace_one": "rdp (dp-accounting RdpAccountant, replace-one adjacency), clients_per_round "
+                           "of the training users without replacement, noise multiplier z/2 (conservative)"}
+DEFAULT_ACCOUNTANT = "poisson"
 SAMPLING = "clients_per_round of the training users per round, uniformly without replacement"
 # TFF's adaptive zeroing in front of the DP query (tff.learning.dp_aggregator, zeroing=True):
 # zero an update whose largest |value| exceeds 2 Z + 1, with Z moved geometrically (rate
@@ -50,6 +66,7 @@ class Params:
     clip_learning_rate: float
     zeroing: bool
     clients_per_round: int
+    accountant: str = DEFAULT_ACCOUNTANT  # the ε tables and plots show; both are logged
 
     @property
     def adaptive(self) -> bool:
@@ -96,13 +113,17 @@ def params(cfg) -> Params | None:
     m = int(cfg.clients_per_round)
     if d.get("delta") is not None:
         _number(d, "delta", 0.0, False, 1.0)
+    acc = d.get("accountant", DEFAULT_ACCOUNTANT)
+    if acc not in EPSILON_KEYS:
+        raise UserError(f"dp.accountant={acc!r} is unknown; use poisson (the literature's ε, the default) "
+                        "or replace_one (the conservative ε); both are logged either way")
     if k == "gaussian_fixed":
-        return Params(k, z, z, 0.0, _number(d, "clip", 0.0, False), 0.0, 0.0, bool(d.get("zeroing")), m)
+        return Params(k, z, z, 0.0, _number(d, "clip", 0.0, False), 0.0, 0.0, bool(d.get("zeroing")), m, acc)
     if d.get("count_stddev") is not None:
         _number(d, "count_stddev", 0.0, True)
     zv, sc = noise_split(z, m, d.get("count_stddev"))
     return Params(k, z, zv, sc, _number(d, "clip", 0.0, False), _number(d, "target_quantile", 0.0, True, 1.0),
-                  _number(d, "clip_learning_rate", 0.0, True), bool(d.get("zeroing")), m)
+                  _number(d, "clip_learning_rate", 0.0, True), bool(d.get("zeroing")), m, acc)
 
 
 def check(cfg) -> None:
@@ -122,25 +143,47 @@ def check(cfg) -> None:
 # --------------------------------------------------------------------------
 # Accounting
 # --------------------------------------------------------------------------
+def _rdp_epsilon(event, relation, rounds: int, delta: float) -> float:
+    import dp_accounting
+    from dp_accounting import rdp
+
+    acc = rdp.RdpAccountant(neighboring_relation=getattr(dp_accounting.NeighboringRelation, relation))
+    acc.compose(dp_accounting.SelfComposedDpEvent(event, rounds))
+    return float(acc.get_epsilon(delta))
+
+
 @functools.lru_cache(maxsize=256)
-def epsilon(z: float, n: int, m: int, rounds: int, delta: float) -> float:
+def epsilon_replace_one(z: float, n: int, m: int, rounds: int, delta: float) -> float:
     """ε after `rounds` rounds, each sampling m of n users without replacement and releasing
-    the Gaussian mechanism with total noise multiplier z (inf without noise)."""
+    the Gaussian mechanism with total noise multiplier z, under replace-one adjacency
+    (inf without noise)."""
     if rounds <= 0:
         return 0.0
     if z <= 0:
         return math.inf
     import dp_accounting
-    from dp_accounting import rdp
 
-    acc = rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
-    acc.compose(dp_accounting.SelfComposedDpEvent(dp_accounting.SampledWithoutReplacementDpEvent(
-        n, m, dp_accounting.GaussianDpEvent(z / 2)), rounds))  # z/2: replace-one sensitivity 2C
-    return float(acc.get_epsilon(delta))
+    event = dp_accounting.SampledWithoutReplacementDpEvent(
+        n, m, dp_accounting.GaussianDpEvent(z / 2))  # z/2: replace-one sensitivity 2C
+    return _rdp_epsilon(event, "REPLACE_ONE", rounds, delta)
+
+
+@functools.lru_cache(maxsize=256)
+def epsilon_poisson(z: float, n: int, m: int, rounds: int, delta: float) -> float:
+    """ε after `rounds` rounds of the Gaussian mechanism with multiplier z on a Poisson
+    sample of rate m / n, under add/remove adjacency (inf without noise)."""
+    if rounds <= 0:
+        return 0.0
+    if z <= 0:
+        return math.inf
+    import dp_accounting
+
+    event = dp_accounting.PoissonSampledDpEvent(m / n, dp_accounting.GaussianDpEvent(z))
+    return _rdp_epsilon(event, "ADD_OR_REMOVE_ONE", rounds, delta)
 
 
 class Report:
-    """What a DP run logs: ε at δ on val/test rows, and summary.json's `privacy`."""
+    """What a DP run logs: both ε at δ on val/test rows, and summary.json's `privacy`."""
 
     def __init__(self, cfg, num_train: int):
         self.p = params(cfg)
@@ -149,15 +192,17 @@ class Report:
         self.delta = float(d) if d is not None else 1.0 / self.n
 
     def row(self, rounds: int) -> dict:
-        p = self.p
-        return {"epsilon": epsilon(p.noise_multiplier, self.n, p.clients_per_round, int(rounds), self.delta),
+        args = (self.p.noise_multiplier, self.n, self.p.clients_per_round, int(rounds), self.delta)
+        return {"epsilon_poisson": epsilon_poisson(*args), "epsilon_replace_one": epsilon_replace_one(*args),
                 "delta": self.delta}
 
     def summary(self, rounds: int, clips: list[float], final_clip: float | None) -> dict:
-        """clips: the clip of each round run; final_clip: the one the next round would use."""
+        """clips: the clip of each round run; final_clip: the one the next round would use.
+        `accountant` is dp.accountant: which of the two ε tables and plots show."""
         p = self.p
         return {"mechanism": p.kind, "noise_multiplier": p.noise_multiplier,
                 "value_noise_multiplier": p.value_noise, "count_stddev": p.count_stddev,
                 "clip_final": final_clip, "clip_mean": (sum(clips) / len(clips)) if clips else None,
                 "zeroing": p.zeroing, "rounds": int(rounds), **self.row(rounds),
-                "accountant": ACCOUNTANT, "sampling": f"{SAMPLING} ({p.clients_per_round} of {self.n})"}
+                "accountant": p.accountant, "accounting": dict(ACCOUNTING),
+                "sampling": f"{SAMPLING} ({p.clients_per_round} of {self.n})"}

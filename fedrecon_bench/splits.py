@@ -11,7 +11,9 @@ batch) goes to reconstruction or to the part after it by `mode`:
   reuse       every batch for both parts (the tutorial's `simple`; training only)
 
 p is `proportion`. Epochs repeat a part; `*_steps_max` caps the steps across those
-epochs. `recon_epochs_constant=false` (the authors' flag) makes the reconstruction
+epochs. Zero post-reconstruction epochs or steps, which the authors' split function
+accepts (an empty part), are refused: a round would train nothing (every client weighs 0)
+and an evaluation would measure nothing. `recon_epochs_constant=false` (the authors' flag) makes the reconstruction
 epochs min(round, recon_epochs), rounds counting from 1; evaluation passes round 0,
 as the authors' evaluation does, so it reconstructs nothing. Evaluation must measure
 on data the reconstruction never saw, so `reuse` is refused there.
@@ -40,6 +42,11 @@ def check(split, key: str, evaluation: bool) -> None:
         raise UserError(
             f"{key}.mode={split.mode!r}: evaluation must reconstruct and measure on disjoint halves "
             f"of each user's data; use split/eval=disjoint (or {key}.mode=disjoint)")
+    for name in ("post_recon_epochs", "post_recon_steps_max"):
+        v = split.get(name)
+        if v == 0 and not isinstance(v, bool):  # the authors' code accepts 0: an empty part after it
+            raise UserError(f"{key}.{name}=0 leaves nothing after reconstruction: every client would "
+                            "weigh 0 in training and evaluation would measure nothing; use an integer >= 1")
     for name in ("recon_epochs", "post_recon_epochs"):
         _int(split, key, name, 1)
     for name in ("recon_steps_max", "post_recon_steps_max"):

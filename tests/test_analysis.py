@@ -319,6 +319,41 @@ def test_plot_metric_against_epsilon(dp_sweep, tmp_path, capsys):
     assert "--x privacy.nope: no completed run has a number for it" in capsys.readouterr().err
 
 
+def test_both_epsilons_and_the_accountant_that_picks_the_shown_one(tmp_path, capsys):
+    """Runs that log both ε show the one their dp.accountant names (poisson by default);
+    --accountant overrides; best-val reads that ε from the val row; runs logged before both
+    were (only `epsilon`) show it as the replace-one one."""
+    root = tmp_path / "both"
+    for name, acc in (("p", "poisson"), ("r", "replace_one")):
+        make_run(root, name, algo=name, seed=0, final={"test": {"accuracy": 0.5}, "val": {"accuracy": 0.4}},
+                 rows=[{"round": r, "split": "val", "accuracy": a, "epsilon_poisson": r / 10,
+                        "epsilon_replace_one": r, "delta": 0.25} for r, a in ((1, 0.45), (2, 0.4))],
+                 privacy={"noise_multiplier": 1.0, "epsilon_poisson": 0.2, "epsilon_replace_one": 2.0,
+                          "delta": 0.25, "accountant": acc})
+    runs = {r.summary["algo"]: r for r in R.load_runs([str(root)])}
+    assert (R.epsilon(runs["p"]), R.epsilon(runs["r"])) == (0.2, 2.0)
+    assert R.epsilon(runs["p"], "best-val", "accuracy") == 0.1  # its round-1 val row
+    assert R.epsilon(runs["r"], choice="poisson") == 0.2 and R.accountant(runs["r"], "poisson") == "poisson"
+    md = table_mod.Table(list(runs.values())).markdown()
+    assert [l.split("|")[2].strip() for l in md.splitlines()[2:4]] == ["0.20", "2.00"]
+    assert "Poisson-sampled RDP" in md and "replace-one (conservative)" in md
+    only = table_mod.Table(list(runs.values()), accountant="replace_one").markdown()
+    assert [l.split("|")[2].strip() for l in only.splitlines()[2:4]] == ["2.00", "2.00"]
+    assert "Poisson" not in only
+    assert plot_mod.main([str(root), "--out", str(tmp_path / "plot"), "--x", "privacy.epsilon"]) == 0
+    # through wandb: RunLog mirrors the numeric privacy values; dp.accountant is in the config
+    w = FakeWandbRun(root / "r")
+    w.summary.update({"privacy/epsilon_poisson": 0.2, "privacy/epsilon_replace_one": 2.0})
+    w.config["dp"] = {"accountant": "replace_one"}
+    (wr,) = R.from_wandb("me/p", api=FakeWandbApi([w]))
+    assert (R.accountant(wr), R.epsilon(wr), R.epsilon(wr, "best-val", "accuracy")) == ("replace_one", 2.0, 1.0)
+    old = R.load_runs([str(make_run(tmp_path, "old", algo="o", seed=0, final={"test": {"accuracy": 0.5}},
+                                    privacy={"noise_multiplier": 1.0, "epsilon": 7.5, "delta": 0.25}))])[0]
+    assert (R.accountant(old), R.epsilon(old), R.epsilon(old, choice="poisson")) == ("replace_one", 7.5, 7.5)
+    assert table_mod.main([str(root), "--out", str(tmp_path / "t"), "--accountant", "pld"]) == 2
+    assert "--accountant 'pld': use poisson or replace_one" in capsys.readouterr().err
+
+
 def test_config_values_that_point_at_other_keys_are_resolved(tmp_path):
     from analysis.runs import _read_yaml
 

@@ -140,6 +140,8 @@ def test_clients_per_round_larger_than_train_population(tmp_path):
     (("dp=gaussian_fixed", "dp.clip=0"), ["dp.clip=0 must be a number > 0"]),
     (("dp=gaussian_fixed", "dp.noise_multiplier=-1"), ["dp.noise_multiplier=-1 must be a number >= 0"]),
     (("dp=gaussian_fixed", "dp.delta=1.5"), ["dp.delta=1.5 must be a number > 0 and <= 1"]),
+    (("dp=gaussian_fixed", "dp.accountant=pld"), ["dp.accountant='pld' is unknown", "poisson", "replace_one"]),
+    (("split.train.post_recon_epochs=0",), ["split.train.post_recon_epochs=0 leaves nothing after reconstruction"]),
 ])
 def test_bad_config_is_refused_before_data(tmp_path, overrides, fragments):
     # A valid tiny ratings file: only the config is wrong.

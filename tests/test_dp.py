@@ -5,7 +5,8 @@ engines, its noise, its accounting, and the runs it is refused for.
   zeroing, whose count noise is then 0 too), weights, metrics and the clip trajectory;
 - noise > 0: the noise's standard deviation is z_v C / clients_per_round, and a run's
   noise is a function of its seed, also across a crash and resume;
-- ε equals dp-accounting's value computed here, grows with rounds, shrinks with noise.
+- both ε (Poisson add/remove, and replace-one without replacement) equal dp-accounting's
+  values computed here, grow with rounds and shrink with noise; a run logs both.
 """
 from __future__ import annotations
 
@@ -191,36 +192,67 @@ def _direct_epsilon(z, n, m, rounds, delta):
     return acc.compose(event).get_epsilon(delta)
 
 
+def _direct_poisson_epsilon(z, n, m, rounds, delta):
+    """dp-accounting, written out as the literature does: Poisson sampling at q = m/n,
+    the RDP accountant's default (add/remove) relation, multiplier z."""
+    import dp_accounting
+    from dp_accounting import rdp
+
+    event = dp_accounting.PoissonSampledDpEvent(m / n, dp_accounting.GaussianDpEvent(z))
+    return rdp.RdpAccountant().compose(event, rounds).get_epsilon(delta)
+
+
 def test_epsilon_is_dp_accountings_and_moves_the_right_way():
-    from fedrecon_bench.privacy import epsilon
+    from fedrecon_bench.privacy import epsilon_poisson, epsilon_replace_one
 
     n, m, delta = 4832, 100, 1 / 4832
-    assert epsilon(1.0, n, m, 500, delta) == pytest.approx(_direct_epsilon(1.0, n, m, 500, delta), rel=1e-12)
-    assert epsilon(1.0, n, m, 500, delta) == pytest.approx(29.9507, abs=1e-4)  # spec's number
-    by_rounds = [epsilon(1.0, n, m, t, delta) for t in (10, 100, 500)]
-    by_noise = [epsilon(z, n, m, 100, delta) for z in (0.8, 1.0, 2.0)]
-    assert by_rounds == sorted(by_rounds) and len(set(by_rounds)) == 3
-    assert by_noise == sorted(by_noise, reverse=True) and len(set(by_noise)) == 3
-    assert epsilon(0.0, n, m, 10, delta) == math.inf and epsilon(1.0, n, m, 0, delta) == 0.0
+    for epsilon, direct in ((epsilon_replace_one, _direct_epsilon), (epsilon_poisson, _direct_poisson_epsilon)):
+        assert epsilon(1.0, n, m, 500, delta) == pytest.approx(direct(1.0, n, m, 500, delta), rel=1e-2)
+        by_rounds = [epsilon(1.0, n, m, t, delta) for t in (10, 100, 500)]
+        by_noise = [epsilon(z, n, m, 100, delta) for z in (0.8, 1.0, 2.0)]
+        assert by_rounds == sorted(by_rounds) and len(set(by_rounds)) == 3
+        assert by_noise == sorted(by_noise, reverse=True) and len(set(by_noise)) == 3
+        assert epsilon(0.0, n, m, 10, delta) == math.inf and epsilon(1.0, n, m, 0, delta) == 0.0
+    assert epsilon_replace_one(1.0, n, m, 500, delta) == pytest.approx(29.9507, abs=1e-4)  # spec's number
+    # issue 24's example: z = 1, 100 of 4,832 users, 10 rounds: 7.55 conservative, 0.91 as papers report
+    assert epsilon_replace_one(1.0, n, m, 10, delta) == pytest.approx(7.55, abs=0.005)
+    assert epsilon_poisson(1.0, n, m, 10, delta) == pytest.approx(0.91, abs=0.005)
 
 
-def test_a_run_logs_epsilon_on_val_rows_and_privacy_in_its_summary(tiny_ratings, tmp_path):
+def test_unknown_accountant_is_a_one_line_error():
+    from fedrecon_bench import privacy
+    from fedrecon_bench.errors import UserError
+
+    with pytest.raises(UserError) as e:
+        privacy.check(compose("+task=movielens", "+algo=fedrecon", "dp=gaussian_fixed", "dp.accountant=pld"))
+    assert str(e.value).startswith("dp.accountant='pld' is unknown; use poisson") and "\n" not in str(e.value)
+    assert _params("dp=gaussian_adaptive").accountant == "poisson"  # the default, in conf/dp/*.yaml
+    assert _params("dp=gaussian_fixed", "dp.accountant=replace_one").accountant == "replace_one"
+
+
+def test_a_run_logs_both_epsilons_on_val_rows_and_in_its_summary(tiny_ratings, tmp_path):
     from fedrecon_bench import loop
 
     s = loop.run(compose("+task=movielens", "+algo=stateful_fedavg", f"task.ratings_file={tiny_ratings}",
                          "rounds=4", "clients_per_round=6", "eval_every=2", "logger=none",
                          "dp=gaussian_fixed", "dp.noise_multiplier=0.5", "dp.clip=0.4"), str(tmp_path))
     n = s["num_clients"]["train"]
-    p = s["privacy"]
+    p = json.loads((tmp_path / "summary.json").read_text())["privacy"]
+    assert p == s["privacy"]
     assert (p["noise_multiplier"], p["delta"]) == (0.5, 1 / n)
     assert p["clip_final"] == p["clip_mean"] == pytest.approx(0.4)  # float32 0.4
-    assert p["epsilon"] == pytest.approx(_direct_epsilon(0.5, n, 6, 4, 1 / n), rel=1e-12)
-    assert "without replacement" in p["sampling"] and "replace-one" in p["accountant"]
+    assert p["epsilon_replace_one"] == pytest.approx(_direct_epsilon(0.5, n, 6, 4, 1 / n), rel=1e-2)
+    assert p["epsilon_poisson"] == pytest.approx(_direct_poisson_epsilon(0.5, n, 6, 4, 1 / n), rel=1e-2)
+    assert p["epsilon_poisson"] < p["epsilon_replace_one"] and "epsilon" not in p
+    assert p["accountant"] == "poisson" and "without replacement" in p["sampling"]
+    assert "replace-one" in p["accounting"]["epsilon_replace_one"] and "Poisson" in p["accounting"]["epsilon_poisson"]
     rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     val = [r for r in rows if r["split"] == "val"]
     assert [r["round"] for r in val] == [2, 2, 4, 4]  # two evaluation modes each
-    for r in val:
-        assert r["epsilon"] == pytest.approx(_direct_epsilon(0.5, n, 6, r["round"], 1 / n), rel=1e-12)
+    for r in val + [r for r in rows if r["split"] == "test"]:
+        assert r["epsilon_replace_one"] == pytest.approx(_direct_epsilon(0.5, n, 6, r["round"], 1 / n), rel=1e-2)
+        assert r["epsilon_poisson"] == pytest.approx(_direct_poisson_epsilon(0.5, n, 6, r["round"], 1 / n),
+                                                     rel=1e-2)
 
 
 # --------------------------------------------------------------------------
@@ -249,4 +281,4 @@ def test_privacy_sweep_preset_composes_and_its_grid_reaches_epsilon_10(algo):
     n, delta = 4832, 1 / 4832
     assert cfg.dp.delta is None  # 1 / training users = 1/4832 for all MovieLens-1M users
     assert grid[0] == 0.0 and grid == sorted(grid)
-    assert privacy.epsilon(grid[-1], n, cfg.clients_per_round, cfg.rounds, delta) <= 10.0
+    assert privacy.epsilon_replace_one(grid[-1], n, cfg.clients_per_round, cfg.rounds, delta) <= 10.0

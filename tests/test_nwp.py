@@ -59,11 +59,12 @@ def test_id_layout_covers_every_range_on_a_tiny_corpus():
     assert ids[:3] == [1, 2, 3]
     assert ids[3:] == [nwp.oov_id("d", lay), nwp.oov_id("zz", lay)]
     assert all(4 <= i <= 5 for i in ids[3:])
-    # seq_len=4: BOS b a c d zz EOS (7 tokens) -> windows [0:5], [4:7]; pad 0 after.
+    # seq_len=4: BOS b a c d zz EOS (7 tokens) -> windows [0:5], [4:7]; pad 0 after, then
+    # x = padded[:-1] (the paper's construction: the short window keeps EOS in x).
     chunks = nwp.window_chunks(ids, 4, lay)
     rows = nwp._rows(chunks, 4)
     d, zz = ids[3:]
-    np.testing.assert_array_equal(rows["x"], [[6, 1, 2, 3], [d, zz, 0, 0]])
+    np.testing.assert_array_equal(rows["x"], [[6, 1, 2, 3], [d, zz, 7, 0]])
     np.testing.assert_array_equal(rows["y"], [[1, 2, 3, d], [zz, 7, 0, 0]])
     # An empty snippet is BOS -> EOS; an exact fit leaves no empty trailing window.
     np.testing.assert_array_equal(nwp._rows(nwp.window_chunks([], 4, lay), 4)["y"], [[7, 0, 0, 0]])
@@ -154,7 +155,8 @@ def test_example_split_and_exact_sequences(tiny_shakespeare):
     # Seen users: test snippets halved; ROLE_0's 3 -> 1 val, 2 test; 1-snippet roles test only.
     assert data.val.ids == ["PLAY_ROLE_0"] and len(data.test) == 10
     t0a = nwp.oov_id("t0a", lay)
-    np.testing.assert_array_equal(data.val.examples[0]["x"], [[8, t0a, 2, 0]])
+    # x = padded[:-1] (the paper's construction): EOS stays in x where the label is pad
+    np.testing.assert_array_equal(data.val.examples[0]["x"], [[8, t0a, 2, 9]])
     np.testing.assert_array_equal(data.val.examples[0]["y"], [[t0a, 2, 9, 0]])
     assert data.test.num_examples == 2 + 9
     # The cap keeps each client's first sequences.

@@ -33,11 +33,12 @@ punctuation as separate tokens), so it is split on spaces as the paper does.
 Sequences. Shakespeare: each snippet (one line of dialogue) becomes
 `BOS w1 .. wn EOS` and is cut into windows of `seq_len + 1` tokens taken every
 `seq_len` tokens (consecutive windows share one token, so every next-word
-transition is a target exactly once); `x` is the first `seq_len` tokens of a
-window, `y` the last `seq_len` (x shifted by one), both right-padded with 0.
-Stack Overflow (the paper's code): one sequence per sentence,
-`BOS + first seq_len words + EOS` (EOS only when the sentence is shorter),
-truncated to seq_len + 1 tokens. `task.max_elements_per_user` keeps each
+transition is a target exactly once). Stack Overflow (the paper's code): one
+sequence per sentence, `BOS + first seq_len words + EOS` (EOS only when the
+sentence is shorter), truncated to seq_len + 1 tokens. Both then as the paper's
+code: pad the tokens with 0 to seq_len + 1, `x = padded[:-1]`, `y = padded[1:]`,
+so a short sequence keeps its EOS in `x`, at the position whose label is pad
+(the masked loss ignores it; `task.masked_loss=false` counts it). `task.max_elements_per_user` keeps each
 client's first N sequences (Shakespeare, in play order) or first N sentences
 (Stack Overflow, then sorted by creation date, as the paper's code does).
 

@@ -69,11 +69,13 @@ class Encoder:
 
 
 def _rows(chunks: list[list[int]], seq_len: int) -> dict[str, np.ndarray]:
-    """Token chunks of length <= seq_len + 1 -> right-padded x (chunk[:-1]) and y (chunk[1:])."""
+    """Token chunks of length <= seq_len + 1 -> x and y, as the paper's code builds them:
+    pad the chunk with 0 to seq_len + 1, then x = padded[:-1], y = padded[1:]. So a short
+    chunk keeps its last token (EOS) in x, at the position whose label is pad."""
     x = np.zeros((len(chunks), seq_len), np.int64)
     y = np.zeros((len(chunks), seq_len), np.int64)
     for r, chunk in enumerate(chunks):
-        x[r, :len(chunk) - 1] = chunk[:-1]
+        x[r, :min(len(chunk), seq_len)] = chunk[:seq_len]
         y[r, :len(chunk) - 1] = chunk[1:]
     return {"x": x, "y": y}
 

@@ -92,13 +92,13 @@ class Database:
         ds = self.splits[split].serializable_dataset_fn(client_id)  # no lookup in the id list
         if cap:
             ds = ds.take(cap)
-        rows = [(_date_key(e["creation_date"]), e["tokens"].decode("utf-8", "replace"))
+        rows = [(date_key(e["creation_date"]), e["tokens"].decode("utf-8", "replace"))
                 for e in ds.as_numpy_iterator()]
         order = sorted(range(len(rows)), key=lambda i: rows[i][0])  # sorted() is stable
         return [rows[i][1] for i in order]
 
 
-def _date_key(date: bytes | str) -> int:
+def date_key(date: bytes | str) -> int:
     """'2009-06-15 13:45:30.1 UTC' -> 20090615134530 (the paper's integer date key)."""
     d = date.decode() if isinstance(date, bytes) else date
     return int(d[0:4] + d[5:7] + d[8:10] + d[11:13] + d[14:16] + d[17:19])
