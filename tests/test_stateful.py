@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import compose, crash_then_resume, untimed_rows
+from test_fast_engine import _build
 
 
 def _algo(tiny_ratings, tmp_path, store):
@@ -83,21 +84,71 @@ def test_stateful_resume_restores_the_client_store(tiny_ratings, tmp_path, monke
                           tmp_path / "crashed", crash_call=5)  # after the round-4 checkpoint, mid round 5
     assert s["resumed_from_round"] == 4
     assert untimed_rows(tmp_path / "crashed") == untimed_rows(tmp_path / "full")
+    full, resumed = (_stored_files(tmp_path / d / "client_store") for d in ("full", "crashed"))
+    assert len(full) >= 8 and resumed.keys() == full.keys()
+    for client, arrays in full.items():
+        for a, b in zip(arrays, resumed[client], strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=client)
+
+
+def _stored_files(root) -> dict:
+    """A disk store's {file: its arrays}."""
+    out = {}
+    for f in sorted(root.glob("*.npz")):
+        with np.load(f) as z:
+            out[f.name] = [z[k] for k in sorted(z.files, key=int)]
+    return out
+
+
+@pytest.mark.parametrize("store", ["memory", "disk"])
+def test_fast_store_restore_gives_the_same_local_variables_and_metrics(tiny_ratings, tmp_path, store):
+    """engine=fast: round 2 run again after restoring the store snapshotted after round 1
+    starts every client from the same stored variables, so it gives the same metrics, the
+    same global weights and the same store."""
+    a, data, pops = _build("fast", "stateful_fedavg", tiny_ratings, tmp_path, f"algo.store={store}")
+    first, second = np.arange(0, 6), np.arange(3, 9)  # clients 3-5 in both rounds, 6-8 new in round 2
+    ids = lambda idx: [data.train.ids[i] for i in idx]
+    s1, _ = a.next(a.initialize(), pops[0].select(first), ids(first))
+    a.store.snapshot(str(tmp_path / "snapshot"))
+    after_1 = {c: a.store.get(c) for c in data.train.ids}
+    s2, m2 = a.next(s1, pops[0].select(second), ids(second))
+    after_2 = {c: a.store.get(c) for c in data.train.ids}
+    assert m2["store_clients"] == 9 and not np.array_equal(after_2[ids(first)[3]][0], after_1[ids(first)[3]][0])
+    a.store.restore(str(tmp_path / "snapshot"))
+    assert len(a.store) == 6
+    for c in data.train.ids:
+        now = a.store.get(c)
+        assert (now is None) == (after_1[c] is None), c
+        for x, y in zip(now or [], after_1[c] or [], strict=True):
+            np.testing.assert_array_equal(x, y, err_msg=str(c))
+    s2_again, m2_again = a.next(s1, pops[0].select(second), ids(second))
+    assert m2_again == m2
+    for x, y in zip(a.global_weights(s2_again).trainable, a.global_weights(s2).trainable, strict=True):
+        np.testing.assert_array_equal(x, y)
+    for c in data.train.ids:
+        for x, y in zip(a.store.get(c) or [], after_2[c] or [], strict=True):
+            np.testing.assert_array_equal(x, y, err_msg=str(c))
 
 
 def test_seen_user_mode_keeps_ids_and_uses_stored_state(tiny_ratings, tmp_path):
     import tasks
     from fedrecon_bench import loop
+    from tasks.movielens import read_ratings
 
     cfg = compose("+task=movielens", "+algo=stateful_fedavg", f"task.ratings_file={tiny_ratings}",
                   "task.split_by=example", "rounds=2", "clients_per_round=10", "eval_every=2",
                   "logger=none")
     data = tasks.get("movielens")(cfg.task, "unused", 0).load()
     assert data.split_by == "example" and set(data.val.ids) <= set(data.train.ids)
-    for u, tr, va in zip(data.val.ids, [data.train.examples[data.train.index_of(u)] for u in data.val.ids],
-                         data.val.examples):
-        n = len(tr["item"]) + len(va["item"])
-        assert len(tr["item"]) == int(0.8 * n) or len(va["item"]) >= 1
+    # Each user's ratings cut 80/10/10: disjoint, complete, sized int(.8n), int(.9n) - int(.8n), rest.
+    file = read_ratings(str(tiny_ratings))
+    assert sorted(data.train.ids) == sorted(set(file.user.tolist()))  # 12-25 ratings each: all train
+    for u in data.train.ids:
+        parts = [pop.examples[pop.index_of(u)]["item"].tolist() if pop.index_of(u) is not None else []
+                 for pop in (data.train, data.val, data.test)]
+        n = int(np.sum(file.user == u))
+        assert [len(p) for p in parts] == [n * 8 // 10, n * 9 // 10 - n * 8 // 10, n - n * 9 // 10], u
+        assert sorted(sum(parts, [])) == sorted((file.item[file.user == u] - 1).tolist()), u  # dense = raw - 1
     s = loop.run(cfg, str(tmp_path))
     assert s["split_by"] == "example" and {"val", "val_stored", "test_stored"} <= s["final"].keys()
 
