@@ -3,7 +3,7 @@
     lock <run_dir>/.lock                       (flock: the kernel drops it when the process dies)
         held by another process   -> refuse: its pid and host
     summary.json says completed:
-        rounds <= its rounds      -> nothing to do (the line says why)
+        rounds <= its rounds      -> nothing to do (the line says why), if the config matches
         rounds >  its rounds      -> extend: continue from its final checkpoint
     checkpoints, newest first, each read in full (checkpoint.read):
         an unreadable one         -> reported; the one before it is used
@@ -16,7 +16,9 @@
 
 A refusal is one line (a `Refused` UserError) and leaves the run dir exactly as it was:
 Hydra writes nothing there before the task runs (`hydra.output_subdir: null`, its log
-file opens at the first record), and `.hydra/` is written here, after the checks.
+file opens at the first record), and `.hydra/` is written here, after the checks. A
+sweep's jobs are run dirs like any other: a sweep relaunched into its sweep dir skips the
+jobs another process is writing (one line each) and has nothing to do for finished ones.
 """
 from __future__ import annotations
 
@@ -123,13 +125,17 @@ def _flock(fd: int, run_dir: str, path: str) -> None:
             return
         except BlockingIOError:
             text = os.pread(fd, 256, 0).decode(errors="replace").split()
-            if len(text) == 2 or time.monotonic() > deadline:
-                os.close(fd)
-                holder = (f"pid {text[0]} on host {text[1]}" if len(text) == 2 else
-                          "another process (pid unknown: it is still checking the run dir)")
-                raise Busy(f"{run_dir} is in use by {holder} (it holds {path}); wait for that "
-                           "run to end or stop it, or use another run dir") from None
-            time.sleep(0.05)
+        except OSError as e:  # a file system without locks: run, but say what is not guarded
+            print(f"note: cannot lock {path} ({e.strerror}); a second process in {run_dir} "
+                  "would not be stopped", file=sys.stderr)
+            return
+        if len(text) == 2 or time.monotonic() > deadline:
+            os.close(fd)
+            holder = (f"pid {text[0]} on host {text[1]}" if len(text) == 2 else
+                      "another process (pid unknown: it is still checking the run dir)")
+            raise Busy(f"{run_dir} is in use by {holder} (it holds {path}); wait for that "
+                       "run to end or stop it, or use another run dir")
+        time.sleep(0.05)
 
 
 @dataclasses.dataclass
