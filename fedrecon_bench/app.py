@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 import time
 
@@ -11,17 +10,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from fedrecon_bench import sweep
+from fedrecon_bench import rundir, sweep
 from fedrecon_bench.cli_args import CONF_DIR
 from fedrecon_bench.errors import UserError
-
-_HYDRA_OWN = {".hydra", "app.log", "__main__.log"}
-
-
-def _remove_if_only_hydra_files(run_dir: str) -> None:
-    """A run refused before training leaves no half-made run dir behind."""
-    if os.path.isdir(run_dir) and set(os.listdir(run_dir)) <= _HYDRA_OWN:
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -35,12 +26,15 @@ def main(cfg: DictConfig) -> None:
     except UserError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
+        refused = isinstance(e, rundir.Refused)  # another run's dir: it stays exactly as it is
         if in_sweep:
-            print(f"error: {e} (job {run_dir})", file=sys.stderr)
-            sweep.record_failure(cfg, run_dir, f"UserError: {e}", t0)
+            print(f"error: {e}" + ("" if refused else f" (job {run_dir})"), file=sys.stderr)
+            if not refused:
+                sweep.record_failure(cfg, run_dir, f"UserError: {e}", t0)
             return
         print(f"error: {e}", file=sys.stderr)
-        _remove_if_only_hydra_files(run_dir)
+        if not refused:
+            rundir.remove_if_unused(run_dir)
         sys.exit(2)
     except Exception as e:
         if not in_sweep:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import zipfile
 
 import numpy as np
 
@@ -94,11 +95,30 @@ class DiskStore:
             os.link(os.path.join(src, f), os.path.join(self.root, f))
 
 
+DISK_DIRNAME = "client_store"  # the disk backend's store, in the run dir
+
+
+def check_snapshot(src: str) -> str | None:
+    """Why a snapshot cannot be restored, or None: a memory store's file must read back
+    whole (its CRC-32s); a disk store's snapshot is a directory of hard links."""
+    if not os.path.isdir(src):
+        return f"its client-store snapshot {os.path.basename(src)}/ is missing"
+    path = os.path.join(src, "store.npz")
+    if not os.path.exists(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except Exception as e:  # torn or not a zip at all
+        return f"{os.path.basename(src)}/store.npz: {type(e).__name__}: {e}"
+    return f"{os.path.basename(src)}/store.npz: bad CRC-32 in {bad}" if bad else None
+
+
 def make(backend: str, run_dir: str):
     if backend == "memory":
         return MemoryStore()
     if backend == "disk":
-        return DiskStore(os.path.join(run_dir, "client_store"))
+        return DiskStore(os.path.join(run_dir, DISK_DIRNAME))
     from fedrecon_bench.errors import UserError
 
     raise UserError(f"algo.store={backend!r} is unknown; use memory or disk")

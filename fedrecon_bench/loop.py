@@ -7,7 +7,6 @@ clients are read in the background while this one trains (engine=fast).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import resource
@@ -19,7 +18,7 @@ import psutil
 from tqdm import tqdm
 
 import tasks
-from fedrecon_bench import algorithms, checkpoint, privacy, tff_runtime, validate
+from fedrecon_bench import algorithms, checkpoint, privacy, rundir, tff_runtime, validate
 from fedrecon_bench.errors import UserError
 from fedrecon_bench.run_log import RunLog
 
@@ -155,27 +154,25 @@ def _clean(metrics: dict, names) -> dict:
     return out
 
 
-def _previous_summary(run_dir: str) -> dict | None:
-    path = os.path.join(run_dir, "summary.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return None
-
-
 def run(cfg, run_dir: str) -> dict:
-    """Runs one benchmark job, or continues it from the run dir's last checkpoint;
+    """Runs one benchmark job, continues it from the run dir's newest readable checkpoint,
+    or extends a completed one (rundir.py: one writer, one experiment per run dir);
     returns the summary written to summary.json."""
     t0 = time.time()
     validate.check_config(cfg)
-    previous = _previous_summary(run_dir)
-    if previous and previous.get("status") == "completed":
-        print(f"note: {run_dir} already holds a completed run; nothing to do", file=sys.stderr)
-        return previous
+    plan = rundir.prepare(cfg, run_dir)
+    try:
+        return plan.previous if plan.done else _run(cfg, run_dir, plan, t0)
+    finally:
+        plan.release()
+
+
+def _run(cfg, run_dir: str, plan, t0: float) -> dict:
     task = tasks.build(cfg)
     engine = engine_of(cfg, task)
     data = task.load()
     validate.check_population(cfg, data)
+    rundir.begin(plan, cfg, data)  # the run dir changes only from here on
     report = privacy.Report(cfg, len(data.train)) if privacy.params(cfg) else None
     if engine == "tff":
         tff_runtime.start()
@@ -186,19 +183,15 @@ def run(cfg, run_dir: str) -> dict:
     state = algo.initialize()
     rng = np.random.default_rng([cfg.seed, 2])  # client sampling only
     start, resumed, wall_before, clips = 1, None, 0.0, []  # clips: each round's DP clip
-    restored = checkpoint.load_latest(run_dir, state)
-    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    restored = plan.restore(state)
     if restored is not None:
         state, meta = restored
         rng.bit_generator.state = meta["rng"]
         start, resumed, wall_before = meta["round"] + 1, meta["round"], meta["wall_s"]
         clips = meta.get("dp_clips", [])
-        checkpoint.truncate_lines(metrics_path, meta["metrics_lines"])
         if hasattr(algo, "store"):
             algo.store.restore(checkpoint.store_dir(run_dir, meta["round"]))
         print(f"note: resuming {run_dir} after round {meta['round']}", file=sys.stderr)
-    elif os.path.exists(metrics_path):
-        os.remove(metrics_path)  # a crash before the first checkpoint: start afresh
 
     log = RunLog(run_dir, cfg, resume_id=(meta.get("wandb_id") if restored else None))
     if restored:
@@ -283,17 +276,21 @@ def run(cfg, run_dir: str) -> dict:
                 summary.update(status="diverged",
                                error=f"non-finite training loss ({rec['loss']}) at round {r}")
                 break
-            if r % cfg.eval_every == 0 or r == cfg.rounds:
+            if r % cfg.eval_every == 0:
                 evaluate(r, "val", data.val)
-            if cfg.checkpoint_every and r % cfg.checkpoint_every == 0 and r < cfg.rounds:
+            # The last round's checkpoint comes before its end-only rows: a longer run continues from it.
+            if cfg.checkpoint_every and (r % cfg.checkpoint_every == 0 or r == cfg.rounds):
                 if hasattr(algo, "store"):  # before the state: a checkpoint never points ahead of it
                     algo.store.snapshot(checkpoint.store_dir(run_dir, r))
                 checkpoint.save(run_dir, r, state, {
+                    **plan.meta, "store": hasattr(algo, "store"),
                     "rng": rng.bit_generator.state, "metrics_lines": log.lines,
                     "last": log.last, "wandb_id": log.wandb_id, "comm": summary["comm"],
                     "wall_s": wall_before + time.time() - t0, "dp_clips": clips})
         bar.close()
         if summary["status"] != "diverged":
+            if cfg.rounds % cfg.eval_every:  # the last round's val row, unless it had one
+                evaluate(cfg.rounds, "val", data.val)
             evaluate(cfg.rounds, "test", data.test)
             fm = task.fast_model(data.info)  # names: the JAX model's (the same on both engines)
             save_global_weights(os.path.join(run_dir, "global_weights.npz"),

@@ -63,15 +63,12 @@ def tiny_ratings(tmp_path_factory):
     return path
 
 
-def crash_then_resume(monkeypatch, algo_cls, cfg_fn, full_dir, crashed_dir, crash_call: int) -> dict:
-    """Runs a config to the end in full_dir; then again in crashed_dir with
-    `algo_cls.next` raising on its crash_call-th call, and resumes it there. Returns the
-    resumed run's summary; compare the two dirs with `untimed_rows`."""
+def crash(monkeypatch, algo_cls, cfg, run_dir, crash_call: int) -> None:
+    """Runs cfg in run_dir with `algo_cls.next` raising on its crash_call-th call."""
     import pytest as _pytest
 
     from fedrecon_bench import loop
 
-    loop.run(cfg_fn(), str(full_dir))
     calls, real = {"n": 0}, algo_cls.next
 
     def crashing(self, *a, **kw):
@@ -82,8 +79,18 @@ def crash_then_resume(monkeypatch, algo_cls, cfg_fn, full_dir, crashed_dir, cras
 
     monkeypatch.setattr(algo_cls, "next", crashing)
     with _pytest.raises(RuntimeError):
-        loop.run(cfg_fn(), str(crashed_dir))
+        loop.run(cfg, str(run_dir))
     monkeypatch.setattr(algo_cls, "next", real)
+
+
+def crash_then_resume(monkeypatch, algo_cls, cfg_fn, full_dir, crashed_dir, crash_call: int) -> dict:
+    """Runs a config to the end in full_dir; then again in crashed_dir with
+    `algo_cls.next` raising on its crash_call-th call, and resumes it there. Returns the
+    resumed run's summary; compare the two dirs with `untimed_rows`."""
+    from fedrecon_bench import loop
+
+    loop.run(cfg_fn(), str(full_dir))
+    crash(monkeypatch, algo_cls, cfg_fn(), crashed_dir, crash_call)
     return loop.run(cfg_fn(), str(crashed_dir))
 
 

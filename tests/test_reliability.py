@@ -42,9 +42,11 @@ def test_checkpoint_roundtrip_restores_state_exactly(tiny_ratings, tmp_path):
     data = task.load()
     algo = FedRecon(task, data.info, cfg)
     state, _ = algo.next(algo.initialize(), [task.client_dataset(e) for e in data.train.examples[:3]])
-    checkpoint.save(str(tmp_path), 7, state, {"rng": {"x": 1}})
-    checkpoint.save(str(tmp_path), 8, state, {"rng": {"x": 2}})
-    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["round_000008.npz"]
+    for r in (6, 7, 8):
+        checkpoint.save(str(tmp_path), r, state, {"rng": {"x": r - 6}})
+    # The newest two are kept: an unreadable newest one falls back to the other.
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "round_000007.npz", "round_000008.npz"]
     restored, meta = checkpoint.load_latest(str(tmp_path), algo.initialize())
     assert meta["round"] == 8 and meta["rng"] == {"x": 2}
     a, b = tf.nest.flatten(state), tf.nest.flatten(restored)
