@@ -10,7 +10,7 @@ RTOL, ATOL = 1e-5, 1e-6
 
 def _build(engine, algo, task_args, tmp_path, *overrides):
     import tasks
-    from fedrecon_bench import algorithms, loop
+    from fedrecon_bench import algorithms, engines
 
     if not isinstance(task_args, (list, tuple)):  # a ratings file: the tiny MovieLens fixture
         task_args = ["+task=movielens", f"task.ratings_file={task_args}", "task.embedding_dim=4",
@@ -19,7 +19,7 @@ def _build(engine, algo, task_args, tmp_path, *overrides):
     task = tasks.get(cfg.task.name)(cfg.task, cfg.data_dir, 0)
     data = task.load()
     a = algorithms.get(algo, engine)(task, data.info, cfg, run_dir=str(tmp_path / engine))
-    return a, data, loop.populations(engine, task, a, data)
+    return a, data, engines.get(engine).populations(task, data, a)
 
 
 def _close(fast: dict, ref: dict, what: str):
