@@ -53,7 +53,7 @@ class RunLog:
         c, lg = self.cfg, self.cfg.logger
         mode = os.environ.get("WANDB_MODE") or lg.mode  # the env var lets users opt in online
         tags = [c.task.name, c.algo.name, f"seed{c.seed}",
-                f"split_by={c.task.get('split_by', 'user')}", f"engine={c.get('engine', 'tff')}",
+                f"split_by={c.task.get('split_by', 'user')}", f"engine={c.get('engine', 'fast')}",
                 f"dp={(c.get('dp') or {}).get('name', 'none')}",
                 *(lg.get("tags") or [])]
         return wandb.init(
