@@ -97,24 +97,21 @@ class Evaluator:
         self.weights = load_global_weights(os.path.join(run_dir, "global_weights.npz"))
 
         import tasks
-        from fedrecon_bench import optimizers, tff_runtime
+        from fedrecon_bench.engines.tff import optim, runtime
 
         self.task = tasks.build(cfg)
         data = self.task.load()
         self.info = data.info
         self.clients = getattr(data, split)
-        tff_runtime.start()
+        runtime.start()
         self.datasets = [self.task.client_dataset(self.clients.read(i)) for i in range(len(self.clients))]
-        self.recon_opt = optimizers.build(cfg.algo.reconstruction_optimizer,
+        self.recon_opt = optim.build(cfg.algo.reconstruction_optimizer,
                                           "algo.reconstruction_optimizer")
 
     def model_fn(self):
-        import tensorflow_federated as tff
+        from fedrecon_bench.engines.tff.evaluators import recon_model_fn
 
-        p = self.task.keras_parts(self.info)
-        return tff.learning.models.ReconstructionModel.from_keras_model_and_layers(
-            keras_model=p.model, global_layers=p.global_layers, local_layers=p.local_layers,
-            input_spec=p.input_spec)
+        return recon_model_fn(self.task, self.info)()
 
     def evaluate(self, dataset_split_fn) -> dict:
         import tensorflow as tf

@@ -2,6 +2,7 @@
 
     uv run python benchmarks/engines.py [--cases movielens_paper,nwp_defaults,nwp_shakespeare,emnist]
                                         [--tff-rounds 4] [--fast-rounds 30] [--no-full-run]
+                                        [--forms default] [--ref <another checkout>]
 
 For each case it runs the preset through the CLI on engine=tff, then on engine=fast in
 every form listed for the case (how clients run, `fast.clients`; kernel forms such as
@@ -11,6 +12,10 @@ time (round 1 excluded: it traces/compiles), the ratio tff / fast (> 1: fast is
 faster), each process's peak resident memory (`peak_rss_mb`), and the fraction of
 computed steps that were lockstep padding. Then it runs the full MovieLens paper
 setting on engine=fast (500 rounds x 100 clients) and prints its wall time.
+
+With `--ref DIR` (another checkout of the suite, with its own `.venv`) it instead runs
+each case on both engines in that checkout and in this one, alternating, and prints
+this / ref per round and peak memory: before and after a change, side by side.
 
 Targets (issue "Fast engine: cost proportional to each client's real work"): NWP task
 defaults >= 2x, EMNIST preset >= 1x, MovieLens paper setting >= 500x per round.
@@ -54,12 +59,14 @@ ROUNDS = {  # (tff, fast) rounds where the defaults would take too long
 SLOW_FORMS = {"lax conv, sequential": 2}  # XLA:CPU convolution gradients inside a loop
 
 
-def run(overrides: list[str], tmp: str, name: str) -> tuple[dict, list[dict], float]:
+def run(overrides: list[str], tmp: str, name: str, root: pathlib.Path = ROOT) -> tuple[dict, list[dict], float]:
+    """One CLI run in checkout `root` (with its own .venv's Python, so it imports its own code)."""
     run_dir = pathlib.Path(tmp, name)
+    python = root / ".venv" / "bin" / "python"
     t = time.time()
-    proc = subprocess.run([sys.executable, "-m", "fedrecon_bench", *overrides, "logger=none",
-                           "checkpoint_every=0", f"hydra.run.dir={run_dir}"], cwd=ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run([str(python) if python.exists() else sys.executable, "-m", "fedrecon_bench",
+                           *overrides, "logger=none", "checkpoint_every=0", f"hydra.run.dir={run_dir}"],
+                          cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         sys.exit(f"{name}: exit {proc.returncode}\n{proc.stderr[-2000:]}")
     rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -85,8 +92,11 @@ def main() -> None:
     ap.add_argument("--tff-rounds", type=int, default=4)
     ap.add_argument("--fast-rounds", type=int, default=30)
     ap.add_argument("--no-full-run", action="store_true", help="skip the 500-round paper run")
+    ap.add_argument("--ref", help="another checkout: compare this one against it, case by case")
     a = ap.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    if a.ref:
+        return compare(a, pathlib.Path(a.ref).resolve())
     lines = ["| case | engine=fast form | tff s/round | fast s/round | tff / fast | tff peak MB | "
              "fast peak MB | padding computed |", "|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,6 +126,32 @@ def main() -> None:
                          f"evaluations): {summary['wall_s']:.1f} s in the loop, {total:.1f} s for the "
                          f"whole process; test rating_accuracy {test['rating_accuracy']:.4f}, "
                          f"rmse {test['rmse']:.4f}; peak {summary['peak_rss_mb']:.0f} MB")
+    print(f"load average at end: {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    print("\n".join(lines))
+
+
+def compare(a, ref: pathlib.Path) -> None:
+    """Each case's default forms on both engines, in `ref` and here, alternating."""
+    lines = ["| case | engine | form | ref s/round | this s/round | this / ref | ref peak MB | this peak MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in a.cases.split(","):
+            preset, forms = CASES[case]
+            tff_rounds, fast_rounds = ROUNDS.get(case, (a.tff_rounds, a.fast_rounds))
+            runs = [("tff", "-", ["engine=tff", f"rounds={tff_rounds}"])] + [
+                ("fast", label, ["engine=fast", *extra, f"rounds={SLOW_FORMS.get(label, fast_rounds)}"])
+                for label, extra in forms if not a.forms or a.forms in label]
+            for engine, label, extra in runs:
+                got = {}
+                for side, root in (("ref", ref), ("this", ROOT)):
+                    summary, rows, _ = run([*preset, *extra, "eval_every=100000"], tmp,
+                                           f"{case}-{engine}-{side}-{len(lines)}", root)
+                    got[side] = (per_round(rows), summary["peak_rss_mb"])
+                    print(f"{case} {engine} [{label}] {side}: {got[side][0]:.4f} s/round, peak "
+                          f"{got[side][1]} MB", file=sys.stderr)
+                (t0, m0), (t1, m1) = got["ref"], got["this"]
+                lines.append(f"| {case} | {engine} | {label} | {t0:.4f} | {t1:.4f} | {t1 / t0:.3f} | "
+                             f"{m0:.0f} | {m1:.0f} |")
     print(f"load average at end: {os.getloadavg()[0]:.2f}", file=sys.stderr)
     print("\n".join(lines))
 

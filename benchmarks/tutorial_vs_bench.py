@@ -317,7 +317,7 @@ def _timed(cls, name: str, into: dict):
 
 def run_project(ratings_path: str, data_dir: str, rounds: int, max_users: Optional[int]) -> dict:
     from fedrecon_bench import loop
-    from fedrecon_bench.algorithms.fedrecon import FedRecon
+    from fedrecon_bench.algorithms.fedrecon.tff import FedRecon
     from tasks.movielens import MovieLens, prepare, read_ratings, split_users
 
     q = lambda s: "'" + str(s).replace("\\", "\\\\").replace("'", "\\'") + "'"  # noqa: E731

@@ -1,8 +1,8 @@
 """Checkpoints: everything needed to continue a run, in one file written atomically.
 
 A checkpoint is `<run_dir>/checkpoints/round_<r>.npz` holding the server state's
-leaves (`tf.nest` order for TFF's states; engine=fast's dict states flatten the same
-way, sorted keys, without importing TensorFlow), the client-sampling RNG state, the number of
+leaves (`tf.nest` order for TFF's states; engine=fast's typed states and dict states
+flatten with JAX, without importing TensorFlow), the client-sampling RNG state, the number of
 `metrics.jsonl` lines written so far, the wandb run id and elapsed time, the config and
 population it was made under (rundir.py compares them on resume), as
 plain arrays plus one JSON string (no pickle). It is written to a temporary
@@ -33,7 +33,7 @@ KEEP = 2  # the newest and the one before it, for when the newest cannot be read
 
 def _flatten(state):
     """(leaves, rebuild) of a server state."""
-    if isinstance(state, dict):  # engine=fast
+    if isinstance(state, (dict, tuple)):  # engine=fast's ServerState, or a dict of arrays
         import jax
 
         leaves, tree = jax.tree_util.tree_flatten(state)

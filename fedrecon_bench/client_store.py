@@ -1,4 +1,4 @@
-"""Per-client local variables kept between rounds (stateful FedAvg).
+"""Per-client local variables kept between rounds (algorithms whose SPEC has client_state).
 
 Two backends with one interface: `memory` (a dict) and `disk` (one .npz per
 client, written atomically, for populations that do not fit in memory).
@@ -122,3 +122,23 @@ def make(backend: str, run_dir: str):
     from fedrecon_bench.errors import UserError
 
     raise UserError(f"algo.store={backend!r} is unknown; use memory or disk")
+
+
+def stacked(store, names, init: dict, client_ids, use_store: bool = True) -> dict:
+    """The clients' local variables stacked along a leading client axis (engine=fast): each
+    client's stored state, or `init` for a client without one (or when not use_store)."""
+    first = [np.asarray(init[n]) for n in names]
+    got = [(store.get(c) if use_store else None) or first for c in client_ids]
+    return {n: np.stack([g[k] for g in got]) for k, n in enumerate(names)}
+
+
+def put_stacked(store, names, client_ids, local: dict) -> None:
+    """Stores each client's slice of stacked local variables (engine=fast)."""
+    local = {n: np.asarray(v) for n, v in local.items()}
+    for i, c in enumerate(client_ids):
+        store.put(c, [local[n][i] for n in names])
+
+
+def round_metrics(store) -> dict:
+    """A stateful round's row values about its store."""
+    return {"store_clients": len(store), "store_bytes": store.nbytes}

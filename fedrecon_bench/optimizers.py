@@ -1,8 +1,6 @@
-"""TFF optimizers from config (`{name, learning_rate, ...}`).
-
-FedRecon's server optimizer must be a `tff.learning.optimizers` one (TFF 0.87
-refuses Keras optimizers there), so every optimizer in the suite is built here.
-Beyond TFF's own arguments, the authors' optimizer flags:
+"""Optimizer configs (`{name, learning_rate, ...}`): checked once here, built by each engine
+(engines/tff/optim.py: `tff.learning.optimizers`; engines/fast/optim.py: the same rules
+in JAX). Beyond TFF's own arguments, the authors' optimizer flags:
 
   sgdm:  nesterov (Keras SGD's Nesterov momentum: w -= lr * (g + momentum * acc))
   yogi, adagrad:  initial_accumulator_value (TFF's initial_preconditioner_value;
@@ -57,74 +55,3 @@ def hparams(opt) -> dict:
             "epsilon": get("epsilon", 1e-3 if opt.name == "yogi" else 1e-7),
             "accumulator": get("initial_accumulator_value", DEFAULT_ACCUMULATOR.get(opt.name, 0.0)),
             "initial_step": int(opt.get("initial_step") or 0)}
-
-
-def build(opt, key: str):
-    import tensorflow_federated as tff
-
-    check(opt, key)
-    o, h = tff.learning.optimizers, hparams(opt)
-    lr = h["lr"]
-    if opt.name == "sgd":
-        return o.build_sgdm(learning_rate=lr)
-    if opt.name == "sgdm":
-        return _nesterov(lr, h["momentum"]) if h["nesterov"] else o.build_sgdm(learning_rate=lr,
-                                                                                 momentum=h["momentum"])
-    if opt.name == "adagrad":
-        return o.build_adagrad(learning_rate=lr, initial_preconditioner_value=h["accumulator"],
-                               epsilon=h["epsilon"])
-    kw = {k: h[k] for k in ("beta_1", "beta_2", "epsilon")}
-    inner = (o.build_adam(learning_rate=lr, **kw) if opt.name == "adam" else
-             o.build_yogi(learning_rate=lr, initial_preconditioner_value=h["accumulator"], **kw))
-    return _start_at(inner, h["initial_step"]) if h["initial_step"] else inner
-
-
-def _start_at(inner, step: int):
-    """`inner` (TFF adam / yogi) whose state's step count starts at `step`."""
-    import tensorflow_federated as tff
-
-    class StartAt(tff.learning.optimizers.Optimizer):
-        def initialize(self, specs):
-            state = inner.initialize(specs)
-            state["step"] = step
-            return state
-
-        def next(self, state, weights, gradients):
-            return inner.next(state, weights, gradients)
-
-        def get_hparams(self, state):
-            return inner.get_hparams(state)
-
-        def set_hparams(self, state, hparams):
-            return inner.set_hparams(state, hparams)
-
-    return StartAt()
-
-
-def _nesterov(lr: float, momentum: float):
-    """SGD with Nesterov momentum, as Keras' SGD(nesterov=True) steps:
-    acc <- momentum * acc + g;  w <- w - lr * (g + momentum * acc)."""
-    import collections
-
-    import tensorflow as tf
-    import tensorflow_federated as tff
-
-    class Nesterov(tff.learning.optimizers.Optimizer):
-        def initialize(self, specs):
-            return collections.OrderedDict(
-                learning_rate=lr, momentum=momentum,
-                accumulator=tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), specs))
-
-        def next(self, state, weights, gradients):
-            m, rate = state["momentum"], state["learning_rate"]
-            acc = tf.nest.map_structure(lambda a, g: m * a + g, state["accumulator"], gradients)
-            new = tf.nest.map_structure(lambda w, g, a: w - rate * (g + m * a), weights, gradients, acc)
-            return collections.OrderedDict(learning_rate=rate, momentum=m, accumulator=acc), new
-
-        def get_hparams(self, state):
-            return collections.OrderedDict(learning_rate=state["learning_rate"], momentum=state["momentum"])
-
-        def set_hparams(self, state, hparams):
-            return collections.OrderedDict(state, **hparams)
-
-    return Nesterov()

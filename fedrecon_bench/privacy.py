@@ -1,8 +1,8 @@
 """User-level differential privacy: the `dp` config, the noise split, and the accounting.
 
 No TensorFlow and no JAX here: validate.py checks the config with it before anything
-loads, both engines take their numbers from `params` (engine=tff: algorithms/dp_tff.py
-builds TFF's own factories; engine=fast: fast/dp.py), and the loop reports ε with `Report`.
+loads, both engines take their numbers from `params` (engines/tff/dp.py builds TFF's own
+factories; engines/fast/dp.py is the same in JAX), and the driver reports ε with `Report`.
 
 The mechanism (TFF's DifferentiallyPrivateFactory): each client's model update is clipped
 to L2 norm C, the clipped updates are summed, Gaussian noise N(0, (z_v C)^2) is added to
@@ -126,14 +126,21 @@ def params(cfg) -> Params | None:
                   _number(d, "clip_learning_rate", 0.0, True), bool(d.get("zeroing")), m, acc)
 
 
-def check(cfg) -> None:
-    """Before any data is read: the dp config, the weighting it needs, where it applies."""
-    k, centralized = kind(cfg), cfg.algo.name == "centralized"
-    weighting = None if centralized else client_weighting.kind(cfg)
+def check(cfg, spec=None) -> None:
+    """Before any data is read: the dp config, whether the algorithm (its SPEC) can run
+    under DP, and the weighting DP needs."""
+    if spec is None:
+        from fedrecon_bench import algorithms
+
+        spec = algorithms.spec(cfg.algo.name)
+    k = kind(cfg)
     if k in KINDS and k != "none":
-        if centralized:
-            raise UserError(f"dp={k} does not apply to +algo=centralized: centralized training has "
-                            "no client updates to privatize; use dp=none or a federated algorithm")
+        if not (spec.federated and spec.dp):
+            why = ("it trains on the server: there are no client updates to privatize" if not spec.federated
+                   else "its client updates cannot go through the DP aggregator")
+            raise UserError(f"dp={k} does not apply to +algo={spec.name}: {why}; "
+                            "use dp=none or a federated algorithm")
+        weighting = client_weighting.kind(cfg)
         if weighting != "uniform":
             raise UserError(f"dp={k} needs uniform client weighting, but algo.client_weighting="
                             f"{weighting!r}; set algo.client_weighting=uniform")

@@ -33,14 +33,16 @@ def write_json_atomic(path: str, obj) -> None:
 
 
 class RunLog:
-    def __init__(self, run_dir: str, cfg, resume_id: str | None = None):
+    def __init__(self, run_dir: str, cfg, resumed: dict | None = None):
+        """resumed: the meta of the checkpoint a run continues from (its wandb id and last rows)."""
         self.run_dir = run_dir
         self.cfg = cfg
         os.makedirs(run_dir, exist_ok=True)
         self.metrics_path = os.path.join(run_dir, "metrics.jsonl")
         self.lines = _count_lines(self.metrics_path)
         self._f = open(self.metrics_path, "a", buffering=1)  # line-buffered: one row, one line
-        self.last: dict[str, dict] = {}
+        self.last: dict[str, dict] = dict(resumed["last"]) if resumed else {}
+        resume_id = resumed.get("wandb_id") if resumed else None
         self.wandb = self._start_wandb(resume_id) if cfg.logger.name == "wandb" else None
         self.wandb_id = self.wandb.id if self.wandb is not None else None
 
@@ -51,7 +53,7 @@ class RunLog:
         c, lg = self.cfg, self.cfg.logger
         mode = os.environ.get("WANDB_MODE") or lg.mode  # the env var lets users opt in online
         tags = [c.task.name, c.algo.name, f"seed{c.seed}",
-                f"split_by={c.task.get('split_by', 'user')}", f"engine={c.get('engine', 'tff')}",
+                f"split_by={c.task.get('split_by', 'user')}", f"engine={c.get('engine', 'fast')}",
                 f"dp={(c.get('dp') or {}).get('name', 'none')}",
                 *(lg.get("tags") or [])]
         return wandb.init(

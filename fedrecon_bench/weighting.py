@@ -8,15 +8,15 @@ the server's weighted mean, the same on both engines.
             metrics (the authors' Stack Overflow weight, their `num_tokens` metric;
             with algo.evaluate_reconstruction=true the reconstruction batches count too)
 
-A client whose update is not finite weighs 0 whatever the kind (fast/client.update).
+A client whose update is not finite weighs 0 whatever the kind. Each algorithm declares
+the kinds it can aggregate with (its SPEC.weightings); each engine computes them
+(engines/tff/weighting.py, engines/fast/weighting.py).
 """
 from __future__ import annotations
 
 from fedrecon_bench.errors import UserError
 
 KINDS = ("examples", "uniform", "tokens")
-ALGOS = {"uniform": ("fedrecon", "fedavg", "stateful_fedavg"),  # the others weight by examples only
-         "tokens": ("fedrecon", "fedavg")}
 
 
 def kind(cfg) -> str:
@@ -27,34 +27,15 @@ def kind(cfg) -> str:
     return k
 
 
-def check(cfg, metric_names) -> None:
+def check(cfg, spec, metric_names) -> None:
+    """The weighting `spec` (the run's algorithm) aggregates with, and the task can count."""
+    from fedrecon_bench import algorithms
+
     k = kind(cfg)
-    if k not in KINDS:
-        raise UserError(f"algo.client_weighting={k!r} is unknown; use one of {', '.join(KINDS)}")
-    if k != "examples" and cfg.algo.name not in ALGOS[k]:
-        raise UserError(f"algo.client_weighting={k}: +algo={cfg.algo.name} cannot weight clients that way; "
-                        f"use algo.client_weighting=examples or +algo={'/'.join(ALGOS[k])}")
+    if k not in spec.weightings:
+        able = [s.name for s in algorithms.specs().values() if k in s.weightings]
+        raise UserError(f"algo.client_weighting={k}: +algo={spec.name} cannot weight clients that way; "
+                        f"use algo.client_weighting={spec.weightings[0]} or +algo={'/'.join(able)}")
     if k == "tokens" and "num_tokens" not in metric_names:
         raise UserError(f"algo.client_weighting=tokens: task {cfg.task.name!r} has no num_tokens metric; "
                         "use examples or uniform (tokens is for +task=nwp)")
-
-
-def tff(k: str):
-    """The `client_weighting` argument of TFF's build_fed_recon / build_weighted_fed_avg."""
-    import tensorflow as tf
-    import tensorflow_federated as tff
-
-    if k == "tokens":  # the NumTokens metric's unfinalized value: [total]
-        return lambda metrics: tf.cast(metrics["num_tokens"][0], tf.float32)
-    return {"examples": tff.learning.ClientWeighting.NUM_EXAMPLES,
-            "uniform": tff.learning.ClientWeighting.UNIFORM}[k]
-
-
-def fast(k: str, examples, tally):
-    """engine=fast: a client's weight from its post-reconstruction example count and its
-    metric tally (fast/client.py)."""
-    import jax.numpy as jnp
-
-    if k == "tokens":
-        return tally["stats"]["num_tokens"]
-    return jnp.float32(1.0) if k == "uniform" else examples

@@ -12,6 +12,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from fedrecon_bench.schema import positive_int
+
 
 class Clients:
     """The clients of one population (train, val or test), as the loop and the engines
@@ -96,9 +98,12 @@ class KerasParts:
 
 
 class Task:
-    """Base class; see tasks/movielens.py for a complete example."""
+    """Base class; see tasks/movielens/ for a complete example."""
 
     name: str = ""
+    # The task's config keys (fedrecon_bench/schema.py), checked before any data is read.
+    fields: tuple = (positive_int("task.max_examples_per_user", none="no cap"),
+                     positive_int("task.max_users", none="no cap"), positive_int("task.embedding_dim"))
 
     def __init__(self, cfg, data_dir: str, seed: int, split_seed: int | None = None):
         self.cfg = cfg
@@ -127,7 +132,7 @@ class Task:
 
     # --- model ------------------------------------------------------------
     def fast_model(self, info: dict):
-        """The model in JAX (fedrecon_bench/fast/model.py), with its initial weights."""
+        """The model in JAX (tasks/model.py), with its initial weights."""
         raise NotImplementedError
 
     def keras_parts(self, info: dict) -> KerasParts:

@@ -19,9 +19,9 @@ def pytest_sessionfinish(session, exitstatus):
     import sys
 
     if "tensorflow_federated" in sys.modules:
-        from fedrecon_bench import tff_runtime
+        from fedrecon_bench.engines.tff import runtime
 
-        tff_runtime.stop_workers()
+        runtime.stop_workers()
 
 
 def shared_data_dir() -> pathlib.Path | None:
@@ -40,27 +40,15 @@ def shared_data() -> pathlib.Path:
     return d
 
 
-def compose(*overrides: str):
-    """The config `python -m fedrecon_bench <overrides>` would run, composed in-process."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    from fedrecon_bench.cli_args import CONF_DIR, normalize
-
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=normalize(list(overrides)))
+from fedrecon_bench.compose import compose  # noqa: E402,F401  (tests import it from here)
 
 
 @pytest.fixture(scope="session")
 def tiny_ratings(tmp_path_factory):
     """40 users x 25 items, 12-25 ratings each, as a ratings CSV."""
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "ratings.csv"
-    lines = ["user_id,item_id,rating"]
-    for u in range(1, 41):
-        for i in rng.choice(25, size=rng.integers(12, 26), replace=False):
-            lines.append(f"{u},{i + 1},{rng.integers(1, 6)}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    from fedrecon_bench.algorithms import testing
+
+    return testing.tiny_ratings(tmp_path_factory.mktemp("data") / "ratings.csv")
 
 
 def crash(monkeypatch, algo_cls, cfg, run_dir, crash_call: int) -> None:

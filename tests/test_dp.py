@@ -47,7 +47,7 @@ def test_tff_factory_is_tffs_dp_aggregator_with_the_defaults():
     import tensorflow_federated as tff
 
     from fedrecon_bench import privacy
-    from fedrecon_bench.algorithms import dp_tff
+    from fedrecon_bench.engines.tff import dp as dp_tff
 
     value = tff.types.to_type([tff.TensorType(np.float32, [2]), tff.TensorType(np.float32, [3])])
     for z, zeroing in ((0.0, True), (1.0, False)):
@@ -72,11 +72,12 @@ def test_clip_and_zeroing_follow_tffs_comparisons():
     zeroing threshold 2Z+1 = 21 is zeroed and still counts as under the clip."""
     import jax.numpy as jnp
 
-    from fedrecon_bench.fast import dp
+    from fedrecon_bench.engines.fast import dp
+    from fedrecon_bench.engines.fast.state import ClientOut
 
     p = _params("dp=gaussian_adaptive", "dp.noise_multiplier=0.0", "dp.clip=5.0")
     st = dp.init(p)
-    fn = lambda params, c: {"delta": {"a": c["a"], "b": c["b"]}, "weight": 7.0, "sum": {}}
+    fn = lambda params, c: ClientOut(delta={"a": c["a"], "b": c["b"]}, weight=7.0, tally={})
     clients = dp.Clients(p, fn)
     cases = {  # update -> (clipped update, below clip, below Z, zeroed)
         "norm 5 = C": ([3.0, 0.0], [4.0], [3.0, 0.0], [4.0], 0.5, 0.5, 0.0),
@@ -86,10 +87,10 @@ def test_clip_and_zeroing_follow_tffs_comparisons():
     }
     for name, (a, b, ca, cb, below, below_z, zeroed) in cases.items():
         out = clients((None, st), {"a": jnp.array(a), "b": jnp.array(b)})
-        np.testing.assert_allclose(out["delta"]["a"], ca, rtol=1e-6, err_msg=name)
-        np.testing.assert_allclose(out["delta"]["b"], cb, rtol=1e-6, err_msg=name)
-        t = out["sum"]["dp"]
-        assert (float(out["weight"]), float(t["below_clip"]), float(t["below_zeroing"]),
+        np.testing.assert_allclose(out.delta["a"], ca, rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(out.delta["b"], cb, rtol=1e-6, err_msg=name)
+        t = out.agg
+        assert (float(out.weight), float(t["below_clip"]), float(t["below_zeroing"]),
                 float(t["zeroed"])) == (1.0, below, below_z, zeroed), name
 
 
@@ -100,7 +101,7 @@ def test_noise_std_of_the_sum_and_of_the_count():
     import jax
     import jax.numpy as jnp
 
-    from fedrecon_bench.fast import dp
+    from fedrecon_bench.engines.fast import dp
 
     p = _params("dp=gaussian_adaptive", "dp.noise_multiplier=2.0", "clients_per_round=100", "dp.clip=0.7")
     st = dp.init(p)
@@ -126,7 +127,7 @@ def _fast(tiny_ratings, tmp_path, *overrides, seed=0):
                            "task.embedding_dim=64", f"seed={seed}", *overrides)
     idx = np.arange(6)
     state, m = a.next(a.initialize(), pops[0].select(idx), [data.train.ids[i] for i in idx])
-    return np.asarray(state["global"]["item_embedding"]), m
+    return np.asarray(state.params["item_embedding"]), m
 
 
 def test_round_noise_matches_sigma_c_over_clients_per_round(tiny_ratings, tmp_path):

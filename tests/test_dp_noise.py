@@ -61,7 +61,7 @@ def _check_noise(per_variable: dict, want: float, scalar_pairs: bool = True) -> 
 
 
 # --------------------------------------------------------------------------
-# engine=fast (fedrecon_bench/fast/dp.py through the engine's server step)
+# engine=fast (fedrecon_bench/engines/fast/dp.py through the engine's server step)
 # --------------------------------------------------------------------------
 def _fast(tiny_ratings, tmp_path):
     return _build("fast", "fedrecon", tiny_ratings, tmp_path, *MODEL, *DP)[0]
@@ -73,16 +73,18 @@ def _server_noise(a, state, rounds: int):
     minus the noised mean, which here is the noise alone."""
     import jax.numpy as jnp
 
+    from fedrecon_bench.engines.fast.state import ClientOut
+
     f = jnp.float32
-    zero = {"delta": {k: jnp.zeros_like(v) for k, v in state["global"].items()},
-            # the zeroing count at its 0.98 quantile, so the threshold stays where it is
-            "sum": {"dp": {"below_clip": f(0.0), "below_zeroing": f(0.48 * M), "clients": f(M)}}}
+    zero = ClientOut(delta={k: jnp.zeros_like(v) for k, v in state.params.items()}, weight=f(M),
+                     # the zeroing count at its 0.98 quantile, so the threshold stays where it is
+                     agg={"below_clip": f(0.0), "below_zeroing": f(0.48 * M), "clients": f(M)})
     out = []
     for _ in range(rounds):
         clip = a.dp_clip(state)
-        new = a.server_step(state, state["global"], zero)
-        out.append({k: (np.asarray(state["global"][k]) - np.asarray(new["global"][k])) / clip
-                    for k in new["global"]})
+        new = a.server_step(state, zero)
+        out.append({k: (np.asarray(state.params[k]) - np.asarray(new.params[k])) / clip
+                    for k in new.params})
         state = new
     return {k: np.stack([o[k] for o in out]) for k in out[0]}, state
 
@@ -117,13 +119,13 @@ def test_fast_noise_is_the_same_after_a_checkpoint_and_resume(tiny_ratings, tmp_
 
 
 # --------------------------------------------------------------------------
-# engine=tff (fedrecon_bench/algorithms/dp_tff.py: TFF's DifferentiallyPrivateFactory)
+# engine=tff (fedrecon_bench/engines/tff/dp.py: TFF's DifferentiallyPrivateFactory)
 # --------------------------------------------------------------------------
 def test_tff_noise_has_the_right_std_on_every_variable_and_is_new_every_round():
     """40 rounds of the factory's aggregation process on the model's global variables
     (TFF's process is slow per call: the scalar's check is loose, the tables' tight)."""
     from fedrecon_bench import privacy
-    from fedrecon_bench.algorithms import dp_tff
+    from fedrecon_bench.engines.tff import dp as dp_tff
     from tasks.movielens import MovieLensFast
 
     cfg = compose("+task=movielens", "+algo=fedrecon", "task.embedding_dim=8", *MODEL, *DP)
@@ -148,7 +150,7 @@ def _process(*overrides):
     import tensorflow_federated as tff
 
     from fedrecon_bench import privacy
-    from fedrecon_bench.algorithms import dp_tff
+    from fedrecon_bench.engines.tff import dp as dp_tff
 
     p = privacy.params(compose("+task=movielens", "+algo=fedrecon", *overrides))
     value = tff.types.to_type([tff.TensorType(np.float32, [2]), tff.TensorType(np.float32, [3])])

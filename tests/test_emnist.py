@@ -344,7 +344,7 @@ def test_init_is_seeded():
 def test_fedrecon_server_state_holds_only_global_variables():
     import tensorflow_federated as tff
 
-    from fedrecon_bench.algorithms.fedrecon import FedRecon
+    from fedrecon_bench.algorithms.fedrecon.tff import FedRecon
 
     cfg = compose("+task=emnist", "+algo=fedrecon", "task.user_embedding_dim=7")
     algo = FedRecon(em.EMNIST(cfg.task, "unused", cfg.seed), {}, cfg)

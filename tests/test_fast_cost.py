@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import compose
-from fedrecon_bench.fast import execute
+from fedrecon_bench.engines.fast import execute
 
 LONG, SHORT, N_SHORT, BS = 60, 6, 30, 3  # ratings of the long user / of each short user
 
@@ -25,7 +25,7 @@ def skewed_ratings(tmp_path_factory):
 
 def _algo(path, tmp_path, mode, algo="fedrecon", *extra):
     import tasks
-    from fedrecon_bench import algorithms, loop
+    from fedrecon_bench import algorithms, engines
 
     cfg = compose(f"+algo={algo}", "engine=fast", "+task=movielens", f"task.ratings_file={path}",
                   "task.embedding_dim=4", f"task.batch_size={BS}", f"fast.clients={mode}", *extra)
@@ -34,7 +34,7 @@ def _algo(path, tmp_path, mode, algo="fedrecon", *extra):
     a = algorithms.get(algo, "fast")(task, data.info, cfg, run_dir=str(tmp_path))
     executed = []
     a.client.counter = a.solo.counter = executed.append
-    return a, data, loop.populations("fast", task, a, data), executed
+    return a, data, engines.get("fast").populations(task, data, a), executed
 
 
 def _scheduled(a, clients) -> int:
@@ -66,7 +66,7 @@ def test_evaluation_executes_the_sum_of_scheduled_steps(skewed_ratings, tmp_path
     a.exec.overhead = 0.0
     everyone = train.all()
     a.evaluate(a.initialize(), everyone, data.train.ids)
-    (rp, re, rs), _ = a.eval_parts
+    (rp, re, rs), _ = a.rt.eval_parts
     want = int(everyone.schedule(rp, re, rs).count.sum() + everyone.schedule("odd").count.sum())
     assert sum(executed) == want
 

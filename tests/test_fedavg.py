@@ -31,14 +31,14 @@ def test_fedavg_user_embedding_is_one_shared_global_vector(tiny_ratings, tmp_pat
 def test_fedavg_and_fedrecon_measure_the_same_examples(tiny_ratings):
     """Both evaluate on the odd (measuring) batches of each eval user."""
     import tasks
-    from fedrecon_bench.algorithms.fedavg import FedAvg
+    from fedrecon_bench.algorithms.fedavg.tff import FedAvg
 
     cfg = compose("+task=movielens", "+algo=fedavg", f"task.ratings_file={tiny_ratings}")
     task = tasks.get("movielens")(cfg.task, "unused", 0)
     algo = FedAvg(task, {"num_items": 25}, cfg)
     ex = {"item": np.arange(12, dtype=np.int64) % 25, "rating": np.ones(12, np.float32)}
     ds = task.client_dataset(ex)  # 12 examples, batch 5 -> batches of 5, 5, 2
-    measured = algo._measure_half(ds)[1]
+    measured = algo.evaluators[0]._measure_half(ds)[1]  # the global model's evaluation
     assert [int(b["x"].shape[0]) for b in measured] == [5]  # batch 1 only
     np.testing.assert_array_equal(np.concatenate([b["x"].numpy()[:, 0] for b in measured]),
                                   np.arange(5, 10))
@@ -46,13 +46,13 @@ def test_fedavg_and_fedrecon_measure_the_same_examples(tiny_ratings):
 
 def test_finetune_never_sees_the_measured_half(tiny_ratings, monkeypatch):
     import tasks
-    from fedrecon_bench.algorithms.fedavg import FedAvg
+    from fedrecon_bench.algorithms.fedavg.tff import FedAvg
 
     cfg = compose("+task=movielens", "+algo=fedavg", f"task.ratings_file={tiny_ratings}",
                   "algo.eval=finetune")
     task = tasks.get("movielens")(cfg.task, "unused", 0)
     algo = FedAvg(task, {"num_items": 25}, cfg)
-    ft = algo.finetune
+    ft = algo.evaluators[0].tuner  # the fine-tuning evaluation (the headline)
     tuned_on, measured_on = [], []
     real_tune, real_measure = ft._tune, ft._measure
     monkeypatch.setattr(ft, "_tune", lambda ds: (tuned_on.extend(
@@ -72,7 +72,7 @@ def test_finetune_never_sees_the_measured_half(tiny_ratings, monkeypatch):
 
 def test_finetune_with_zero_steps_of_learning_equals_the_global_model(tiny_ratings):
     import tasks
-    from fedrecon_bench.algorithms.fedavg import FedAvg
+    from fedrecon_bench.algorithms.fedavg.tff import FedAvg
 
     cfg = compose("+task=movielens", "+algo=fedavg", f"task.ratings_file={tiny_ratings}",
                   "algo.eval=finetune", "algo.finetune.variables=local",
@@ -81,6 +81,6 @@ def test_finetune_with_zero_steps_of_learning_equals_the_global_model(tiny_ratin
     data = task.load()
     algo = FedAvg(task, data.info, cfg)
     res = algo.evaluate(algo.initialize(), [task.client_dataset(e) for e in data.val.examples])
-    assert [w.name for w in algo.finetune.tuned] == ["user_embedding/kernel:0"]
+    assert [w.name for w in algo.evaluators[0].tuner.tuned] == ["user_embedding/kernel:0"]
     for k in ("loss", "rating_accuracy", "rmse"):
         assert res["finetune"][k] == pytest.approx(res["global"][k], rel=1e-5)

@@ -37,17 +37,17 @@ def test_fedrecon_options_engines_agree(tiny_ratings, tmp_path, overrides):
 def test_round0_evaluation_quirk_reconstructs_nothing(tiny_ratings, tmp_path):
     """split.eval.recon_epochs_constant=false: evaluation passes round 0, so min(0, 5) = 0
     reconstruction epochs: every user is measured with the local variables at their init."""
-    from fedrecon_bench.fast import client as fc
+    from fedrecon_bench.engines.fast import client as fc
 
     a, data, (_, val, _) = _build("fast", "fedrecon", tiny_ratings, tmp_path, "split.eval.recon_epochs_constant=false",
                                   "split.eval.recon_epochs=5")
     state = a.initialize()
-    got = a.evaluate(state, val.all(), data.val.ids)
+    got = a.evaluate(state, val.all(), data.val.ids)[""]
     clients = val.all()
     local = {n: np.stack([np.asarray(v)] * len(clients)) for n, v in a.l0.items()}
-    want = fc.finalize(a.m, a.measure(state["global"], clients.data, clients.schedule("odd"), local), loss="batch")
+    want = fc.finalize(a.m, a.rt.measure(state.params, clients.data, clients.schedule("odd"), local), loss="batch")
     assert got == pytest.approx(want, rel=1e-6)
-    assert a.eval_parts[0][1] == 0  # zero epochs scheduled
+    assert a.rt.eval_parts[0][1] == 0  # zero epochs scheduled
 
 
 @pytest.mark.parametrize("overrides", [

@@ -7,7 +7,8 @@ from omegaconf import OmegaConf
 
 from conftest import compose
 from fedrecon_bench import splits
-from fedrecon_bench.fast.data import schedule, split_parts
+from fedrecon_bench.engines.fast.split import schedule, split_parts
+from fedrecon_bench.engines.tff import split as tff_split
 from test_fast_engine import nwp_args  # noqa: F401 (fixture)
 
 # n batches, p -> (aggregated recon, aggregated post, skip recon, skip post): the authors' own
@@ -33,7 +34,7 @@ def _cfg(**kw):
 def _tff(n, **kw):
     import tensorflow as tf
 
-    recon, post = splits.build(_cfg(**kw), "split.train")(tf.data.Dataset.range(n))
+    recon, post = tff_split.build(_cfg(**kw), "split.train")(tf.data.Dataset.range(n))
     return [int(x) for x in recon], [int(x) for x in post]
 
 
@@ -67,14 +68,14 @@ def test_growing_reconstruction_epochs_run_min_round_max_epochs_then_the_cap():
 
 def _movielens(path, tmp_path, algo, *extra):
     import tasks
-    from fedrecon_bench import algorithms, loop
+    from fedrecon_bench import algorithms, engines
 
     cfg = compose(f"+algo={algo}", "engine=fast", "+task=movielens", f"task.ratings_file={path}",
                   "task.embedding_dim=2", "task.batch_size=3", *extra)
     task = tasks.build(cfg)
     data = task.load()
     a = algorithms.get(algo, "fast")(task, data.info, cfg, run_dir=str(tmp_path))
-    return a, data, loop.populations("fast", task, a, data)[0]
+    return a, data, engines.get("fast").populations(task, data, a)[0]
 
 
 def test_growing_epochs_schedule_min_round_max_steps_in_each_round(tiny_ratings, tmp_path):
@@ -96,17 +97,17 @@ def test_client_weights_are_examples_tokens_or_one(nwp_args, tmp_path):  # noqa:
     non-pad target tokens of the post-reconstruction (odd) batches, or 1 each; with
     evaluate_reconstruction the reconstruction batches' tokens count too."""
     import tasks
-    from fedrecon_bench import algorithms, loop
+    from fedrecon_bench import algorithms, engines
 
     def run(kind, idx, *extra):
         cfg = compose("+algo=fedrecon", "engine=fast", *nwp_args, f"algo.client_weighting={kind}", *extra)
         task = tasks.build(cfg)
         data = task.load()
         a = algorithms.get("fedrecon", "fast")(task, data.info, cfg, run_dir=str(tmp_path))
-        train = loop.populations("fast", task, a, data)[0]
+        train = engines.get("fast").populations(task, data, a)[0]
         pick = [int(i) for i in np.argsort(-train.num_batches, kind="stable")[:2]]  # clients with odd batches
         state, _ = a.next(a.initialize(), train.select(pick if idx is None else idx))
-        return {k: np.asarray(v) for k, v in state["global"].items()}, a.g0, data, pick
+        return {k: np.asarray(v) for k, v in state.params.items()}, a.g0, data, pick
 
     _, g0, data, pick = run("examples", None)
     bs = 2  # nwp_args' task.batch_size
@@ -163,7 +164,7 @@ def test_jointly_train_variables_and_evaluate_reconstruction_by_hand(tiny_rating
     state, metrics = a.next(a.initialize(), train.select([c]))
     G, loss = _mf_client(ex["item"], ex["rating"], np.asarray(a.g0["item_embedding"]),
                          np.asarray(a.l0["user_embedding"]), jointly, recon_metrics)
-    np.testing.assert_allclose(np.asarray(state["global"]["item_embedding"]), G, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(state.params["item_embedding"]), G, rtol=1e-4, atol=1e-6)
     assert metrics["loss"] == pytest.approx(loss, rel=1e-4)
     plain, _ = _mf_client(ex["item"], ex["rating"], np.asarray(a.g0["item_embedding"]),
                           np.asarray(a.l0["user_embedding"]), False, False)

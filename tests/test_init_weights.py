@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, compose
-from fedrecon_bench.fast import init
+from tasks import init
 
 
 def test_initializers_have_keras_distributions():
@@ -84,7 +84,7 @@ def test_an_engine_fast_run_imports_neither_tensorflow_nor_tff(tiny_ratings, tmp
 
 def test_importing_the_package_and_composing_stay_light():
     code = ("import sys; import fedrecon_bench.app, fedrecon_bench.loop, tasks.movielens, tasks.emnist, "
-            "tasks.nwp, fedrecon_bench.algorithms.fast.fedrecon; "
+            "tasks.nwp, fedrecon_bench.algorithms.fedrecon.fast; "
             "print(sorted(m for m in ('tensorflow', 'tensorflow_federated') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -20,7 +20,7 @@ def _rows(run_dir):
 def test_server_state_holds_only_global_variables(tiny_ratings):
     import tensorflow_federated as tff
 
-    from fedrecon_bench.algorithms.fedrecon import FedRecon
+    from fedrecon_bench.algorithms.fedrecon.tff import FedRecon
     import tasks
 
     cfg = compose("+task=movielens", "+algo=fedrecon", f"task.ratings_file={tiny_ratings}",

@@ -64,11 +64,11 @@ def test_synthetic_emnist_is_read_by_tffs_own_loader(tmp_path):
 
 
 def test_a_round_reads_only_its_sampled_clients(so_dir):
-    from fedrecon_bench import algorithms, loop
+    from fedrecon_bench import algorithms, engines
 
     cfg, task, data = _nwp(so_dir)
     algo = algorithms.get("fedrecon", "fast")(task, data.info, cfg)
-    train, val, _ = loop.populations("fast", task, algo, data)
+    train, val, _ = engines.get("fast").populations(task, data, algo)
     assert data.train.reads == data.val.reads == 0 and len(data.train) == so_dir[1]["clients"]["train"]
     train.select([3, 8, 11, 400]).data
     assert data.train.reads == 4
@@ -77,13 +77,13 @@ def test_a_round_reads_only_its_sampled_clients(so_dir):
     train.prefetch([7, 9])  # the next round, read in the background
     sel = train.select([7, 9])
     assert data.train.reads == 7 and sel.data["x"].shape[:2] == (2, sel.data["mask"].shape[1])
-    tff_train = loop.populations("tff", task, algo, data)[0]
+    tff_train = engines.get("tff").populations(task, data, algo)[0]
     before = data.train.reads
     assert len(tff_train.select([20, 21])) == 2 and data.train.reads == before + 2
 
 
 def test_same_seed_same_round_data_lazy_or_eager(so_dir):
-    from fedrecon_bench.fast.data import Population
+    from fedrecon_bench.engines.fast.data import Population
     from tasks.base import ClientSet
 
     cfg, task, data = _nwp(so_dir)
@@ -115,7 +115,7 @@ def test_kill_and_resume_on_a_lazy_population_gives_identical_metrics(so_dir, tm
 
 
 def test_the_cache_never_exceeds_its_byte_limit(so_dir):
-    from fedrecon_bench.fast.data import Population
+    from fedrecon_bench.engines.fast.data import Population
 
     lru = ByteLRU(1000)
     for k in range(50):

@@ -34,7 +34,7 @@ def _cli(args, **kw):
 def test_checkpoint_roundtrip_restores_state_exactly(tiny_ratings, tmp_path):
     import tasks
     from fedrecon_bench import checkpoint
-    from fedrecon_bench.algorithms.fedrecon import FedRecon
+    from fedrecon_bench.algorithms.fedrecon.tff import FedRecon
 
     cfg = compose("+task=movielens", "+algo=fedrecon", f"task.ratings_file={tiny_ratings}",
                   "algo.server_optimizer.name=adam", "algo.server_optimizer.learning_rate=0.01")

@@ -4,6 +4,7 @@ import tensorflow as tf
 from omegaconf import OmegaConf
 
 from fedrecon_bench import splits
+from fedrecon_bench.engines.tff import split
 from fedrecon_bench.errors import UserError
 
 
@@ -11,7 +12,7 @@ def _split(n_batches, **kw):
     cfg = OmegaConf.create({"mode": "disjoint", "recon_epochs": 1, "recon_steps_max": None,
                             "post_recon_epochs": 1, "post_recon_steps_max": None, **kw})
     ds = tf.data.Dataset.range(n_batches)  # element i stands for batch i
-    recon, post = splits.build(cfg, "split.train")(ds)
+    recon, post = split.build(cfg, "split.train")(ds)
     return [int(x) for x in recon], [int(x) for x in post]
 
 

@@ -10,7 +10,7 @@ from test_fast_engine import _build
 
 def _algo(tiny_ratings, tmp_path, store):
     import tasks
-    from fedrecon_bench.algorithms.stateful_fedavg import StatefulFedAvg
+    from fedrecon_bench.algorithms.stateful_fedavg.tff import StatefulFedAvg
 
     cfg = compose("+task=movielens", "+algo=stateful_fedavg", f"task.ratings_file={tiny_ratings}",
                   f"algo.store={store}", "task.embedding_dim=4")
@@ -25,22 +25,23 @@ def test_client_resumes_from_exactly_the_local_state_it_left(tiny_ratings, tmp_p
     ds = {c: task.client_dataset(e) for c, e in zip(data.train.ids, data.train.examples)}
     a, b = data.train.ids[:2]
     seen_at_start = []
-    original = algo._train_client
+    steps = algo.steps  # the TF client steps (engines/tff/client.py)
+    original = steps.train
 
     def spy(dataset, metrics):
-        seen_at_start.append([v.numpy().copy() for v in algo.lvars])
+        seen_at_start.append([v.numpy().copy() for v in steps.lvars])
         return original(dataset, metrics)
 
-    algo._train_client = spy
+    steps.train = spy
     state = algo.initialize()
     state, m1 = algo.next(state, [ds[a]], [a])
-    after_round_1 = algo.store.get(a)
-    assert not np.allclose(after_round_1[0], algo.local_init[0])  # training moved it
+    after_round_1 = algo.client_store.get(a)
+    assert not np.allclose(after_round_1[0], steps.local_init[0])  # training moved it
     state, m2 = algo.next(state, [ds[b], ds[a]], [b, a])
-    np.testing.assert_array_equal(seen_at_start[0][0], algo.local_init[0])   # a, first time: init
-    np.testing.assert_array_equal(seen_at_start[1][0], algo.local_init[0])   # b, first time: init
+    np.testing.assert_array_equal(seen_at_start[0][0], steps.local_init[0])   # a, first time: init
+    np.testing.assert_array_equal(seen_at_start[1][0], steps.local_init[0])   # b, first time: init
     np.testing.assert_array_equal(seen_at_start[2][0], after_round_1[0])     # a again: its own state
-    assert m2["store_clients"] == len(algo.store) == 2
+    assert m2["store_clients"] == len(algo.client_store) == 2
     if store == "disk":
         assert sorted(p.name for p in (tmp_path / "client_store").iterdir()) == sorted(
             f"{c}.npz" for c in (a, b))
@@ -109,15 +110,15 @@ def test_fast_store_restore_gives_the_same_local_variables_and_metrics(tiny_rati
     first, second = np.arange(0, 6), np.arange(3, 9)  # clients 3-5 in both rounds, 6-8 new in round 2
     ids = lambda idx: [data.train.ids[i] for i in idx]
     s1, _ = a.next(a.initialize(), pops[0].select(first), ids(first))
-    a.store.snapshot(str(tmp_path / "snapshot"))
-    after_1 = {c: a.store.get(c) for c in data.train.ids}
+    a.client_store.snapshot(str(tmp_path / "snapshot"))
+    after_1 = {c: a.client_store.get(c) for c in data.train.ids}
     s2, m2 = a.next(s1, pops[0].select(second), ids(second))
-    after_2 = {c: a.store.get(c) for c in data.train.ids}
+    after_2 = {c: a.client_store.get(c) for c in data.train.ids}
     assert m2["store_clients"] == 9 and not np.array_equal(after_2[ids(first)[3]][0], after_1[ids(first)[3]][0])
-    a.store.restore(str(tmp_path / "snapshot"))
-    assert len(a.store) == 6
+    a.client_store.restore(str(tmp_path / "snapshot"))
+    assert len(a.client_store) == 6
     for c in data.train.ids:
-        now = a.store.get(c)
+        now = a.client_store.get(c)
         assert (now is None) == (after_1[c] is None), c
         for x, y in zip(now or [], after_1[c] or [], strict=True):
             np.testing.assert_array_equal(x, y, err_msg=str(c))
@@ -126,7 +127,7 @@ def test_fast_store_restore_gives_the_same_local_variables_and_metrics(tiny_rati
     for x, y in zip(a.global_weights(s2_again).trainable, a.global_weights(s2).trainable, strict=True):
         np.testing.assert_array_equal(x, y)
     for c in data.train.ids:
-        for x, y in zip(a.store.get(c) or [], after_2[c] or [], strict=True):
+        for x, y in zip(a.client_store.get(c) or [], after_2[c] or [], strict=True):
             np.testing.assert_array_equal(x, y, err_msg=str(c))
 
 
@@ -156,7 +157,7 @@ def test_seen_user_mode_keeps_ids_and_uses_stored_state(tiny_ratings, tmp_path):
 def test_centralized_carries_global_variables_from_user_to_user(tiny_ratings, tmp_path):
     import tasks
     from fedrecon_bench import loop
-    from fedrecon_bench.algorithms.centralized import Centralized
+    from fedrecon_bench.algorithms.centralized.tff import Centralized
 
     cfg = compose("+task=movielens", "+algo=centralized", f"task.ratings_file={tiny_ratings}",
                   "task.embedding_dim=4")

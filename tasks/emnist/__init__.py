@@ -14,13 +14,14 @@ import time
 from fedrecon_bench.errors import UserError
 from tasks.base import FederatedData, KerasParts, Task
 from tasks.emnist import tff_source
-from tasks.emnist.data import (NUM_CLASSES, build_populations, cache_dirs, check_task_config,
+from tasks.emnist.data import (FIELDS, NUM_CLASSES, build_populations, cache_dirs, check_task_config,
                                group_by_writer, leaf_files, load_leaf_folder, log, unify_pixels)
 from tasks.emnist.fast_model import EmnistFast, _dropout  # noqa: F401
 
 
 class EMNIST(Task):
     name = "emnist"
+    fields = Task.fields + FIELDS
     metric_names = ("loss", "accuracy")
     headline_metric = "accuracy"
 

@@ -28,7 +28,9 @@ import zipfile
 
 import numpy as np
 
+from fedrecon_bench import schema
 from fedrecon_bench.errors import UserError
+from fedrecon_bench.schema import Field, positive_int
 from tasks.base import ClientSet
 from tasks.movielens.data import split_users
 
@@ -331,19 +333,16 @@ SOURCES = ("leaf", "tff")
 SPLITS = ("user", "example")
 
 
+FIELDS = (  # the task's keys, checked before any data is read (fedrecon_bench/schema.py)
+    Field("task.source", "choice", choices=SOURCES,
+          note="(leaf: LEAF JSON under <data_dir>/femnist-leaf; tff: tff.simulation.datasets.emnist)"),
+    Field("task.split_by", "choice", choices=SPLITS, note="(user: unseen writers; example: seen writers)"),
+    Field("task.only_digits", "bool"), Field("task.user_embedding", "bool"), Field("task.dropout", "bool"),
+    positive_int("task.user_embedding_dim"),
+    Field("task.conv", "choice", choices=("lax", "patches"), default="lax"),
+)
+
+
 def check_task_config(c) -> None:
-    """Task keys the shared validator does not know; before any data is read."""
-    if c.source not in SOURCES:
-        raise UserError(f"task.source={c.source!r} is unknown; use leaf (LEAF JSON under "
-                        f"<data_dir>/femnist-leaf) or tff (tff.simulation.datasets.emnist)")
-    if c.split_by not in SPLITS:
-        raise UserError(f"task.split_by={c.split_by!r} is unknown; use user (unseen writers) "
-                        f"or example (seen writers)")
-    for key in ("only_digits", "user_embedding", "dropout"):
-        if not isinstance(c[key], bool):
-            raise UserError(f"task.{key}={c[key]!r} must be true or false")
-    d = c.user_embedding_dim
-    if not isinstance(d, int) or isinstance(d, bool) or d < 1:
-        raise UserError(f"task.user_embedding_dim={d!r} must be an integer >= 1")
-    if c.get("conv", "lax") not in ("lax", "patches"):
-        raise UserError(f"task.conv={c.conv!r} is unknown; use lax or patches")
+    """The task's keys (FIELDS); before any data is read."""
+    schema.check({"task": c}, FIELDS)

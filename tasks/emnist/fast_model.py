@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedrecon_bench.fast import init
-from fedrecon_bench.fast.model import FastModel, masked_mean
+from tasks import init
+from tasks.model import FastModel, masked_mean
 
 
 def _dropout(h, rate: float, key):
@@ -32,7 +32,7 @@ def _conv_patches(h, kernel):
 
 
 class EmnistFast(FastModel):
-    """keras_model's CNN, loss and metrics in JAX (fedrecon_bench/fast/model.py)."""
+    """keras_model's CNN, loss and metrics in JAX (tasks/model.py)."""
 
     global_names = ("conv1/kernel", "conv1/bias", "conv2/kernel", "conv2/bias",
                     "dense/kernel", "dense/bias", "logits/kernel", "logits/bias")

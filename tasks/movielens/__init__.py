@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedrecon_bench import schema
 from fedrecon_bench.errors import UserError
+from fedrecon_bench.schema import Field
 from tasks.base import ClientSet, FederatedData, KerasParts, Task
 from tasks.movielens.data import (ML1M_MD5, ML1M_URL, Ratings, download, find_ratings_file,  # noqa: F401
                                   md5sum, prepare, prepare_authors, read_ratings, safe_extract_zip,
@@ -22,28 +24,27 @@ class MovieLens(Task):
     metric_names = ("loss", "rating_accuracy", "rmse")
     headline_metric = "rating_accuracy"
 
+    fields = Task.fields + (
+        Field("task.accuracy_threshold", "number", low=0, default=0.5),
+        Field("task.preparation", "choice", choices=("bench", "authors"), default="bench"),
+        Field("task.normalize_ratings", "bool", default=False), Field("task.global_bias", "bool", default=False),
+        Field("task.bias_init", "choice", choices=("zeros", "uniform"), default="zeros"),
+        Field("task.split_by", "choice", choices=("user", "example"), default="user",
+              note="(user: unseen val/test users; example: every user's ratings split 80/10/10)"))
+
     def check_config(self) -> None:
         c = self.cfg
+        schema.check({"task": c}, self.fields)
         fr = (c.get("train_fraction", 0.8), c.get("val_fraction", 0.1))
         if not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1 for f in fr) \
                 or fr[0] + fr[1] > 1:
             raise UserError(f"task.train_fraction={fr[0]!r}, task.val_fraction={fr[1]!r}: each must be in "
                             "(0, 1) and their sum <= 1 (the rest is test)")
-        t = c.get("accuracy_threshold", 0.5)
-        if not isinstance(t, (int, float)) or isinstance(t, bool) or t < 0:
-            raise UserError(f"task.accuracy_threshold={t!r} must be a number >= 0")
         if c.get("spreadout_lambda", 0.0):
             raise UserError(
                 f"task.spreadout_lambda={c.spreadout_lambda!r}: the authors' spreadout regularizer never "
                 "reaches their training loss, so their runs train without it; it is not built here; "
                 "use 0 (task.l2 is an L2 penalty that does apply)")
-        if c.get("preparation", "bench") not in ("bench", "authors"):
-            raise UserError(f"task.preparation={c.preparation!r} is unknown; use bench or authors")
-        for key in ("normalize_ratings", "global_bias"):
-            if not isinstance(c.get(key, False), bool):
-                raise UserError(f"task.{key}={c.get(key)!r} must be true or false")
-        if c.get("bias_init", "zeros") not in ("zeros", "uniform"):
-            raise UserError(f"task.bias_init={c.bias_init!r} is unknown; use zeros or uniform")
         if c.get("global_bias", False) and not c.biases:
             raise UserError("task.global_bias=true adds to the biases; set task.biases=true too")
 
@@ -55,9 +56,6 @@ class MovieLens(Task):
         if c.get("normalize_ratings", False):  # the authors' option: 1..5 -> -1..1
             ratings = ratings._replace(rating=((ratings.rating - 3.0) / 2.0).astype(np.float32))
         split_by = c.get("split_by", "user")
-        if split_by not in ("user", "example"):
-            raise UserError(f"task.split_by={split_by!r} is unknown; use user (unseen val/test "
-                            "users) or example (every user's ratings split 80/10/10)")
         fractions = (c.get("train_fraction", 0.8), c.get("val_fraction", 0.1))
         authors = c.get("preparation", "bench") == "authors"
         info = {"ratings_file": path}

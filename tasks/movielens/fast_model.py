@@ -1,4 +1,4 @@
-"""The MovieLens model in JAX for engine=fast (fedrecon_bench/fast/model.py), and the
+"""The MovieLens model in JAX for engine=fast (tasks/model.py), and the
 initial weights both engines start from."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from fedrecon_bench.fast import init
-from fedrecon_bench.fast.model import FastModel, masked_mean
+from tasks import init
+from tasks.model import FastModel, masked_mean
 
 
 class MovieLensFast(FastModel):

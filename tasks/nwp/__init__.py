@@ -72,7 +72,9 @@ import os
 
 import numpy as np
 
+from fedrecon_bench import schema
 from fedrecon_bench.errors import UserError
+from fedrecon_bench.schema import Field, positive_int
 from tasks.base import ClientSet, FederatedData, KerasParts, LazyClients, Task
 from tasks.nwp import stackoverflow as so
 from tasks.nwp.data import (SOURCES, SPLIT_BY, TOKENIZER_VERSION, Encoder, Layout, _rows,  # noqa: F401
@@ -91,24 +93,16 @@ class NWP(Task):
         self.layout = Layout(cfg.vocab_size, cfg.num_oov_buckets)
 
     # --- config -----------------------------------------------------------
+    fields = Task.fields + (
+        *(positive_int(f"task.{k}") for k in ("vocab_size", "num_oov_buckets", "seq_len", "lstm_units",
+                                               "projection_dim", "batch_size")),
+        positive_int("task.lstm_unroll", default=1), positive_int("task.num_layers", default=1),
+        positive_int("task.max_elements_per_user", none="no cap"),
+        Field("task.source", "choice", choices=SOURCES), Field("task.split_by", "choice", choices=SPLIT_BY),
+        *(Field(f"task.{k}", "bool", default=True) for k in ("local_oov", "local_oov_output", "masked_loss")))
+
     def check_config(self) -> None:
-        c = self.cfg
-        for key in ("vocab_size", "num_oov_buckets", "seq_len", "embedding_dim",
-                    "lstm_units", "projection_dim", "batch_size", "lstm_unroll", "num_layers"):
-            v = c.get(key, 1 if key in ("lstm_unroll", "num_layers") else None)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise UserError(f"task.{key}={v!r} must be an integer >= 1")
-        for key in ("max_elements_per_user", "max_users"):
-            v = c.get(key)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise UserError(f"task.{key}={v!r} must be an integer >= 1 or null (no cap)")
-        if c.source not in SOURCES:
-            raise UserError(f"task.source={c.source!r} is unknown; use one of {', '.join(SOURCES)}")
-        if c.split_by not in SPLIT_BY:
-            raise UserError(f"task.split_by={c.split_by!r} is unknown; use one of {', '.join(SPLIT_BY)}")
-        for key in ("local_oov", "local_oov_output", "masked_loss"):
-            if not isinstance(c.get(key, True), bool):
-                raise UserError(f"task.{key}={c.get(key)!r} must be true or false")
+        schema.check({"task": self.cfg}, self.fields)
 
     # --- data -------------------------------------------------------------
     def load(self) -> FederatedData:

@@ -6,13 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedrecon_bench.fast import init
-from fedrecon_bench.fast.model import FastModel, masked_mean
+from tasks import init
+from tasks.model import FastModel, masked_mean
 from tasks.nwp.data import Layout
 
 
 class NwpFast(FastModel):
-    """keras_model's model, loss and metrics in JAX (fedrecon_bench/fast/model.py).
+    """keras_model's model, loss and metrics in JAX (tasks/model.py).
     All parameters are dense (no `sparse`): the logits layer reads every id's column
     for every token anyway."""
     client_mode = "sequential"  # measured: clients one after another beat batched small matmuls on CPU

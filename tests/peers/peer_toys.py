@@ -23,7 +23,7 @@ import collections
 import numpy as np
 from omegaconf import OmegaConf
 
-from fedrecon_bench.fast.model import FastModel, masked_mean
+from tasks.model import FastModel, masked_mean
 from tasks.base import ClientSet, FederatedData, KerasParts, Task
 
 OVER = 5.0  # their NumOverCounter threshold
@@ -189,12 +189,12 @@ def build(engine: str, task: ToyTask, tmp_path, *overrides):
     """The suite's FedRecon on `engine` for a toy task: (algorithm, populations, data).
     The config is the CLI's (a MovieLens one: only algo, split and dp are read)."""
     from conftest import compose
-    from fedrecon_bench import algorithms, loop
+    from fedrecon_bench import algorithms, engines
 
     cfg = compose("+task=movielens", "+algo=fedrecon", f"engine={engine}", "logger=none", *overrides)
     data = task.load()
     algo = algorithms.get("fedrecon", engine)(task, data.info, cfg, run_dir=str(tmp_path / engine))
-    return algo, loop.populations(engine, task, algo, data), data
+    return algo, engines.get(engine).populations(task, data, algo), data
 
 
 def train(engine: str, task: ToyTask, tmp_path, rounds: int, *overrides):

@@ -90,7 +90,7 @@ def test_get_user_examples_max_examples():
 def _elements(batch_size: int) -> list[list[tuple]]:
     """User 0's batches as engine=tff feeds them (the task's tf.data dataset) and as
     engine=fast packs them (its model's inputs cut into batches, masked)."""
-    from fedrecon_bench.fast.data import Population
+    from fedrecon_bench.engines.fast.data import Population
     from tasks.base import ClientSet
 
     cfg = compose("+task=movielens", "+algo=fedrecon", f"task.batch_size={batch_size}").task

@@ -12,10 +12,10 @@ reconstruction part and in the part after it, per round. Their arguments map to 
 config (conf/split/*): split_dataset=False -> mode reuse; their even/odd split ->
 disjoint; the skip / aggregated strategies and proportion as they are; the epochs and step
 caps by name. Checked here on both engines:
-  engine=tff   fedrecon_bench.splits.build (a tf.data split function), with the round
+  engine=tff   fedrecon_bench.engines.tff.split.build (a tf.data split function), with the round
                independent cases; a round-dependent training split (recon_epochs_constant
                false) is refused with one line (README "Paper fidelity": engine=fast only);
-  engine=fast  fedrecon_bench.fast.data.split_parts + schedule, round by round.
+  engine=fast  fedrecon_bench.engines.fast.split.split_parts + schedule, round by round.
 Zero post-reconstruction epochs or steps (their split functions return an empty part) are
 refused by the config check with one line (fedrecon_bench/splits.py, README "Paper
 fidelity"); the schedules still give the authors' parts for them.
@@ -27,7 +27,8 @@ from omegaconf import OmegaConf
 
 from fedrecon_bench import splits
 from fedrecon_bench.errors import UserError
-from fedrecon_bench.fast.data import schedule, split_parts
+from fedrecon_bench.engines.fast.split import schedule, split_parts
+from fedrecon_bench.engines.tff import split as tff_split
 
 GR_TRAINER = "google-research/federated reconstruction/shared/federated_trainer_utils_test.py"
 GR_UTILS = "google-research/federated reconstruction/reconstruction_utils_test.py"
@@ -188,7 +189,7 @@ def test_fast_schedules_give_the_peers_batches(source, split, rounds, n, b):
 
 @pytest.mark.parametrize("source,split,rounds,n,b", CASES)
 def test_tff_split_function_gives_the_peers_batches_or_refuses(source, split, rounds, n, b):
-    """engine=tff: splits.build's tf.data split function on range(n).batch(b); the cases the
+    """engine=tff: tff_split.build's tf.data split function on range(n).batch(b); the cases the
     suite declines are refused in one line naming the key and the way out."""
     import tensorflow as tf
 
@@ -202,9 +203,9 @@ def test_tff_split_function_gives_the_peers_batches_or_refuses(source, split, ro
     if not split.recon_epochs_constant:  # TFF's split function gets no round number
         with pytest.raises(UserError, match=r"^split.train.recon_epochs_constant=false needs the round "
                                             r"number.*use engine=fast$"):
-            splits.build(split, "split.train")
+            tff_split.build(split, "split.train")
         return
-    recon, post = splits.build(split, "split.train")(tf.data.Dataset.range(n).batch(b))
+    recon, post = tff_split.build(split, "split.train")(tf.data.Dataset.range(n).batch(b))
     got = ([x.tolist() for x in recon.as_numpy_iterator()], [x.tolist() for x in post.as_numpy_iterator()])
     for r, want in rounds.items():  # the round does not matter here, as the peers assert
         assert got == tuple(want), (source, r)

@@ -1,0 +1,71 @@
+"""TF client steps on engine=tff, for algorithms TFF has no process for (clients that keep
+state, training on the server): one eager Keras model, its global and local variables, and
+`tf.function` steps that train or measure one client's dataset (engines/fast/client.py
+is the JAX twin). Build it after any TFF process: TFF traces in graphs, which
+invalidates Keras models made before.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from fedrecon_bench.engines.tff import optim
+
+
+class Steps:
+    def __init__(self, task, info: dict, client_optimizer, key: str = "algo.client_optimizer"):
+        self.task, self.parts = task, task.keras_parts(info)
+        layer_vars = lambda layers: [w for l in layers for w in l.trainable_weights]
+        self.gvars, self.lvars = layer_vars(self.parts.global_layers), layer_vars(self.parts.local_layers)
+        self.local_init = [v.numpy().copy() for v in self.lvars]  # seeded: every client starts here
+        self.loss = task.loss_fn()()
+        self.opt = optim.build(client_optimizer, key)
+        specs = [tf.TensorSpec(v.shape, v.dtype) for v in self.gvars + self.lvars]
+        self._opt_init = self.opt.initialize(specs)
+        self.train_metrics, self.eval_metrics = self.metrics(), self.metrics()
+        self.train = tf.function(self._train_fn)  # traced once: the same metric objects every call
+        self.measure = tf.function(self._measure_fn)
+
+    def metrics(self) -> list:
+        return [*self.task.metrics_fn()(), tf.keras.metrics.Mean(name="loss")]
+
+    @staticmethod
+    def assign(variables, values) -> None:
+        for v, x in zip(variables, values):
+            v.assign(x)
+
+    def _train_fn(self, dataset, metrics):
+        """One epoch of client-optimizer steps on every variable; returns the examples seen."""
+        vars_ = self.gvars + self.lvars
+
+        def step(carry, batch):
+            n, opt_state = carry
+            with tf.GradientTape() as tape:
+                pred = self.parts.model(batch["x"], training=True)
+                loss = self.loss(batch["y"], pred)
+            grads = tape.gradient(loss, vars_)
+            for m in metrics[:-1]:
+                m.update_state(batch["y"], pred)
+            metrics[-1].update_state(loss)
+            opt_state, new = self.opt.next(opt_state, tuple(vars_), tuple(grads))
+            for v, w in zip(vars_, new):
+                v.assign(w)
+            return n + tf.shape(batch["y"])[0], opt_state
+
+        n, _ = dataset.reduce((tf.constant(0), self._opt_init), step)
+        return n
+
+    def _measure_fn(self, dataset, metrics):
+        for batch in dataset:
+            pred = self.parts.model(batch["x"], training=False)
+            for m in metrics[:-1]:
+                m.update_state(batch["y"], pred)
+            metrics[-1].update_state(self.loss(batch["y"], pred))
+
+
+def results(metrics) -> dict:
+    return {m.name: float(m.result()) for m in metrics}
+
+
+def reset(metrics) -> None:
+    for m in metrics:
+        m.reset_state()
