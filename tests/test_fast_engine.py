@@ -78,6 +78,7 @@ CASES = {
                "emnist": [FINETUNE], "nwp": [FINETUNE]},
     "stateful_fedavg": {"movielens": BOTH_SPLITS, "emnist": [()], "nwp": [()]},
     "centralized": {"movielens": BOTH_SPLITS},
+    "fedprox": {"movielens": [("algo.mu=0.1",), ("algo.mu=0.1", *FINETUNE)], "emnist": [("algo.mu=0.1",)], "nwp": [("algo.mu=0.1",)]},
 }
 
 
