@@ -22,7 +22,12 @@ from fedrecon_bench.privacy import DEFAULT_ACCOUNTANT, EPSILON_KEYS
 BOOKKEEPING = {"round", "split", "clients", "round_s", "eval_s", "rss_mb", "num_examples",
                "num_batches", "epsilon", "delta", *EPSILON_KEYS.values()}
 # A metric whose name contains one of these is better when lower.
-_LOWER_BETTER = ("loss", "rmse", "mse", "mae", "error", "perplexity", "wall_s")
+_LOWER_BETTER = ("loss", "rmse", "mse", "mae", "error", "perplexity", "wall_s", "hurt")
+
+
+def is_client_stat(key: str) -> bool:
+    """A per-client statistic (`<metric>_client_<stat>`, records.py), not a pooled metric."""
+    return "_client_" in key or key == "clients_measured"
 
 
 def lower_is_better(metric: str) -> bool:

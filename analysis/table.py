@@ -46,7 +46,8 @@ def _sort_key(v):
 
 class Table:
     def __init__(self, runs, metrics=None, split="test", select="final", val_metric=None,
-                 rows=None, cols=None, decimals=3, tune=None, accountant=None):
+                 rows=None, cols=None, decimals=3, tune=None, accountant=None, client_stats=None,
+                 reference=None):
         if select not in ("final", "best-val"):
             raise UserError(f"--select {select!r}: use final or best-val")
         self.all_runs = runs
@@ -62,7 +63,10 @@ class Table:
         if not avail:
             raise UserError(f"no {split!r} metrics in the runs' summary.json final; "
                             f"use --split with one of: train, val, test")
-        self.metrics = metrics or avail
+        self.metrics = metrics or [m for m in avail if not R.is_client_stat(m)]
+        for stat in client_stats or []:  # the per-client spread of each metric (records.py)
+            self.metrics += [f"{m}_client_{stat}" for m in list(self.metrics) if not R.is_client_stat(m)
+                             and f"{m}_client_{stat}" in avail]
         bad = [m for m in self.metrics if m not in avail]
         if bad:
             raise UserError(f"--metrics {bad[0]!r} is not in the runs' final {split} metrics; "
@@ -79,6 +83,16 @@ class Table:
         self.tuned: dict = {}
         if tune:
             self._tune(tune)
+        self.fractions = {}
+        if reference:  # per-user fractions of the headline metric against a reference algorithm
+            from analysis import per_client
+
+            head = next(m for m in self.metrics if not R.is_client_stat(m))
+            self.fractions = per_client.reference_fractions(self.runs, reference, head, split)
+            ref = reference.replace(":", " ")
+            self.metrics += [f"helped vs {ref}", f"hurt vs {ref}"]
+            self.notes.append(f"helped / hurt vs {ref}: the fraction of users whose per-user {split} {head} "
+                              f"is better / worse than with {ref} (same seed and users)")
         self._build()
 
     def _tune(self, key: str):
@@ -125,7 +139,9 @@ class Table:
                 if eps is not None:
                     self.eps[row].append(eps)
                 for m in self.metrics:
-                    v = R.select(run, self.split, m, self.select, self.val_metric, mode)
+                    v = (self.fractions.get((run.path, mode), {}).get(m.split(" ")[0])
+                         if m.startswith(("helped vs ", "hurt vs ")) else
+                         R.select(run, self.split, m, self.select, self.val_metric, mode))
                     if v is None:
                         if self.select == "best-val":
                             self.notes.append(
@@ -310,12 +326,16 @@ def main(argv=None, api=None) -> int:
     p.add_argument("--decimals", type=int, default=3)
     p.add_argument("--tune", help="a swept config key; per row keep its value best on val")
     p.add_argument("--name", default="table", help="output file stem (default: table)")
+    p.add_argument("--client-stats", help="per-client statistics to add per metric, e.g. p10,p50,p90 "
+                                          "(records of eval_per_client runs: mean, std, p10..p90, min)")
+    p.add_argument("--reference", help="ALGO or ALGO:MODE: add the fraction of users each row helps / "
+                                       "hurts against that algorithm's run with the same seed")
     args = p.parse_args(argv)
     try:
         runs = load(args, api)
         t = Table(runs, R.parse_list(args.metrics), args.split, args.select, args.val_metric,
                   R.parse_list(args.rows), R.parse_list(args.cols), args.decimals, args.tune,
-                  args.accountant)
+                  args.accountant, R.parse_list(args.client_stats), args.reference)
         paths = t.write(args.out or (default_out(args.dirs) if args.dirs else "outputs/analysis"),
                         args.name)
     except UserError as e:

@@ -14,8 +14,9 @@ computed steps that were lockstep padding. Then it runs the full MovieLens paper
 setting on engine=fast (500 rounds x 100 clients) and prints its wall time.
 
 With `--ref DIR` (another checkout of the suite, with its own `.venv`) it instead runs
-each case on both engines in that checkout and in this one, alternating, and prints
-this / ref per round and peak memory: before and after a change, side by side.
+each case on both engines in that checkout and in this one, --repeats times each in ABBA
+order, and prints this / ref per round (the median of all their rounds after the first)
+and peak memory: before and after a change, side by side.
 
 Targets (issue "Fast engine: cost proportional to each client's real work"): NWP task
 defaults >= 2x, EMNIST preset >= 1x, MovieLens paper setting >= 500x per round.
@@ -93,6 +94,7 @@ def main() -> None:
     ap.add_argument("--fast-rounds", type=int, default=30)
     ap.add_argument("--no-full-run", action="store_true", help="skip the 500-round paper run")
     ap.add_argument("--ref", help="another checkout: compare this one against it, case by case")
+    ap.add_argument("--repeats", type=int, default=2, help="with --ref: runs per side (ABBA order)")
     a = ap.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f}", file=sys.stderr)
     if a.ref:
@@ -131,7 +133,9 @@ def main() -> None:
 
 
 def compare(a, ref: pathlib.Path) -> None:
-    """Each case's default forms on both engines, in `ref` and here, alternating."""
+    """Each case's default forms on both engines, in `ref` and here: --repeats runs of each,
+    in ABBA order (ref, this, this, ref, ...) so that neither side always runs second; the
+    median over all their rounds after the first."""
     lines = ["| case | engine | form | ref s/round | this s/round | this / ref | ref peak MB | this peak MB |",
              "|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -142,14 +146,17 @@ def compare(a, ref: pathlib.Path) -> None:
                 ("fast", label, ["engine=fast", *extra, f"rounds={SLOW_FORMS.get(label, fast_rounds)}"])
                 for label, extra in forms if not a.forms or a.forms in label]
             for engine, label, extra in runs:
-                got = {}
-                for side, root in (("ref", ref), ("this", ROOT)):
-                    summary, rows, _ = run([*preset, *extra, "eval_every=100000"], tmp,
-                                           f"{case}-{engine}-{side}-{len(lines)}", root)
-                    got[side] = (per_round(rows), summary["peak_rss_mb"])
-                    print(f"{case} {engine} [{label}] {side}: {got[side][0]:.4f} s/round, peak "
-                          f"{got[side][1]} MB", file=sys.stderr)
-                (t0, m0), (t1, m1) = got["ref"], got["this"]
+                got = {"ref": ([], []), "this": ([], [])}
+                for i in range(a.repeats):
+                    order = (("ref", ref), ("this", ROOT)) if i % 2 == 0 else (("this", ROOT), ("ref", ref))
+                    for side, root in order:
+                        summary, rows, _ = run([*preset, *extra, "eval_every=100000"], tmp,
+                                               f"{case}-{engine}-{side}-{len(lines)}-{i}", root)
+                        got[side][0].extend(r["round_s"] for r in rows if r["split"] == "train" and r["round"] > 1)
+                        got[side][1].append(summary["peak_rss_mb"])
+                        print(f"{case} {engine} [{label}] {side}: {per_round(rows):.4f} s/round, peak "
+                              f"{summary['peak_rss_mb']} MB", file=sys.stderr)
+                (t0, m0), (t1, m1) = ((statistics.median(got[s][0]), max(got[s][1])) for s in ("ref", "this"))
                 lines.append(f"| {case} | {engine} | {label} | {t0:.4f} | {t1:.4f} | {t1 / t0:.3f} | "
                              f"{m0:.0f} | {m1:.0f} |")
     print(f"load average at end: {os.getloadavg()[0]:.2f}", file=sys.stderr)

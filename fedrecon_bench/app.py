@@ -19,9 +19,10 @@ from fedrecon_bench.errors import UserError
 def main(cfg: DictConfig) -> None:
     run_dir = os.path.abspath(HydraConfig.get().runtime.output_dir)
     t0, in_sweep = time.time(), sweep.is_multirun()  # a sweep records failures and goes on
-    from fedrecon_bench import loop  # heavy imports (TF, TFF) only once the config is sound
+    from fedrecon_bench import loop, tuned  # heavy imports (TF, TFF) only once the config is sound
 
     try:
+        tuned.apply(cfg, tuned.override_keys(HydraConfig.get().overrides.task))  # a preset's per-setting picks
         summary = loop.run(cfg, run_dir)
     except UserError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":

@@ -8,5 +8,9 @@ def compose(*overrides: str):
 
     from fedrecon_bench.cli_args import CONF_DIR, normalize
 
+    from fedrecon_bench import tuned
+
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=normalize(list(overrides)))
+        cfg = hydra_compose(config_name="config", overrides=normalize(list(overrides)))
+    tuned.apply(cfg, tuned.override_keys(overrides))  # a preset's per-setting picks, as a run gets them
+    return cfg

@@ -6,6 +6,8 @@ import time
 
 import numpy as np
 
+from fedrecon_bench.records import Records
+
 DP_FLOATS = ("dp_clip", "dp_zeroing_norm")  # a private round's aggregator values (README)
 COUNTS = ("num_examples", "num_batches", "store_clients", "store_bytes", "dp_zeroed")
 
@@ -32,12 +34,16 @@ def eval_sample(cfg, n: int, split: str, r: int, seed: int):
 
 class Evaluation:
     """Evaluates the algorithm on val or test clients and logs its rows. Seen users
-    (task.split_by=example) reconstruct or fine-tune on their own training data."""
+    (task.split_by=example) reconstruct or fine-tune on their own training data. With
+    eval_per_client, every evaluated client's own metrics go to a Parquet file
+    (records.py), and their spread goes next to the pooled metrics in each row."""
 
-    def __init__(self, cfg, task, data, pops: dict, algo, log, report=None):
-        """pops: the engine's train/val/test populations; report: privacy.Report of a DP run."""
+    def __init__(self, cfg, task, data, pops: dict, algo, log, report=None, run_dir: str | None = None):
+        """pops: the engine's train/val/test populations; report: privacy.Report of a DP run;
+        run_dir: where per-client records go (None: not kept)."""
         self.cfg, self.task, self.data, self.pops, self.algo = cfg, task, data, pops, algo
         self.log, self.report = log, report
+        self.run_dir = run_dir if cfg.get("eval_per_client", False) else None
         self.seen = data.split_by == "example"
         self._fixed = {}  # all of val / test, built once
 
@@ -58,15 +64,25 @@ class Evaluation:
 
     def __call__(self, state, r: int, split: str) -> None:
         """One row per evaluation mode, the headline mode last (so it is the split's final row)."""
-        t = time.time()
+        t, names = time.time(), self.task.metric_names
         clients, ids, recon_from = self.clients(split, r)
-        res = self.algo.evaluate(state, clients, ids, seen=self.seen, recon_from=recon_from)
+        modes = list(self.algo.eval_modes(self.seen))
+        records = Records(self.run_dir, split, r, names, modes[0]) if self.run_dir else None
+        try:
+            res = self.algo.evaluate(state, clients, ids, seen=self.seen, recon_from=recon_from, records=records)
+        except BaseException:
+            if records is not None:
+                records.abort()
+            raise
+        if records is not None:
+            records.close()
         eps = self.report.row(r) if self.report else {}  # ε after r rounds, at δ
-        names, modes = self.task.metric_names, list(res)
+        spread = (lambda mode: records.stats(mode)) if records is not None else (lambda mode: {})
         if modes == [""]:
-            self.log.row(r, split, clean(res[""], names), clients=len(ids), eval_s=time.time() - t, **eps)
+            self.log.row(r, split, {**clean(res[""], names), **spread("")}, clients=len(ids),
+                         eval_s=time.time() - t, **eps)
             return
         for mode in reversed(modes):
             key = split if mode == modes[0] else f"{split}_{mode}"
-            self.log.row(r, split, clean(res[mode], names), clients=len(ids), eval_s=time.time() - t,
-                         eval_mode=mode, last_key=key, **eps)
+            self.log.row(r, split, {**clean(res[mode], names), **spread(mode)}, clients=len(ids),
+                         eval_s=time.time() - t, eval_mode=mode, last_key=key, **eps)

@@ -57,7 +57,7 @@ def _run(cfg, run_dir: str, plan) -> dict:
     log.config_update({"device": summary["device"]})
     print(start_line(cfg, engine.name, size, data, summary["device"]), file=sys.stderr, flush=True)
     train, val, test = engine.populations(task, data, algo, cfg.get("data_cache_mb", 1024))
-    evaluate = Evaluation(cfg, task, data, {"train": train, "val": val, "test": test}, algo, log, report)
+    evaluate = Evaluation(cfg, task, data, {"train": train, "val": val, "test": test}, algo, log, report, run_dir)
     proc = psutil.Process()  # resident memory per round: long TFF runs are known to leak
     try:
         for r in _progress(cfg, resume.start):
@@ -85,6 +85,9 @@ def _run(cfg, run_dir: str, plan) -> dict:
         raise
     finally:
         dp = report.summary(summary["round_reached"], resume.clips, algo.dp_clip(state)) if report else None
+        summary["participation"] = sampler.participation()
+        if algo.client_store is not None:  # what keeping client state costs
+            summary["client_store"] = {"clients": len(algo.client_store), "bytes": algo.client_store.nbytes}
         summary.close(log, engine.stats(algo), dp)
         log.finish(summary)
     return summary

@@ -25,6 +25,8 @@ class Resume:
             return state
         state, self.meta = restored
         self.sampler.state = self.meta["rng"]
+        if "visits" in self.meta:  # checkpoints from before visits were counted: from 0
+            self.sampler.visits[:] = self.meta["visits"]
         self.clips = self.meta.get("dp_clips", [])
         if self.algo.client_store is not None:
             self.algo.client_store.restore(checkpoint.store_dir(self.run_dir, self.meta["round"]))
@@ -51,6 +53,7 @@ class Resume:
         if store is not None:
             store.snapshot(checkpoint.store_dir(self.run_dir, r))
         checkpoint.save(self.run_dir, r, state, {
-            **self.plan.meta, "store": store is not None, "rng": self.sampler.state, "metrics_lines": log.lines,
+            **self.plan.meta, "store": store is not None, "rng": self.sampler.state,
+            "visits": self.sampler.visits.tolist(), "metrics_lines": log.lines,
             "last": log.last, "wandb_id": log.wandb_id, "comm": summary["comm"], "wall_s": summary.wall_s(),
             "dp_clips": self.clips})

@@ -32,7 +32,7 @@ import socket
 import sys
 import time
 
-from fedrecon_bench import checkpoint, client_store
+from fedrecon_bench import checkpoint, client_store, records
 from fedrecon_bench.errors import UserError
 
 LOCK_NAME = ".lock"
@@ -248,11 +248,29 @@ def begin(plan: Plan, cfg, data) -> None:
     if plan.saved is not None:
         checkpoint.truncate_lines(metrics, plan.saved.meta["metrics_lines"])
         checkpoint.discard(run_dir, keep=lambda r: r <= plan.saved.round)
+        _drop_records(run_dir, metrics)
         return
     for name in ("metrics.jsonl", "global_weights.npz"):
         _remove(os.path.join(run_dir, name))
     checkpoint.discard(run_dir)
     shutil.rmtree(os.path.join(run_dir, client_store.DISK_DIRNAME), ignore_errors=True)
+    shutil.rmtree(os.path.join(run_dir, records.DIRNAME), ignore_errors=True)
+
+
+def _drop_records(run_dir: str, metrics: str) -> None:
+    """Per-client record files of evaluations whose rows were dropped (they will be redone)."""
+    folder = os.path.join(run_dir, records.DIRNAME)
+    if not os.path.isdir(folder):
+        return
+    kept = set()
+    with open(metrics) as f:
+        for line in f:
+            row = json.loads(line)
+            if row.get("split") in ("val", "test"):
+                kept.add(os.path.basename(records.path(run_dir, row["split"], row["round"])))
+    for name in os.listdir(folder):
+        if name not in kept:
+            os.remove(os.path.join(folder, name))
 
 
 def _remove(path: str) -> None:

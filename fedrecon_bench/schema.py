@@ -119,4 +119,5 @@ FIELDS = (
     Field("split_seed", "int", none="follow seed"),
     Field("eval_clients", "int", low=1, also=("all",), default="all", note="(clients sampled per evaluation)"),
     Field("engine", "choice", choices=("fast", "tff"), default="fast"),
+    Field("eval_per_client", "bool", default=False),
 )

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import compose
+from test_per_client import Collector, pooled_from_records
 
 RTOL, ATOL = 1e-5, 1e-6
 
@@ -41,16 +42,36 @@ def _compare(algo, tiny_ratings, tmp_path, *overrides, rounds=2):
         for a, b in zip(wf, wt):
             np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL, err_msg=f"{algo} round {r + 1} weights")
     seen = data.split_by == "example"
-    ev = {}
+    ev, per_client = {}, {e: Collector() for e in runs}
     for e, (a, _, pops) in runs.items():
         recon_from = pops[0].select([data.train.index_of(c) for c in data.val.ids]) if seen else None
-        ev[e] = a.evaluate(states[e], pops[1].all(), data.val.ids, seen=seen, recon_from=recon_from)
+        ev[e] = a.evaluate(states[e], pops[1].all(), data.val.ids, seen=seen, recon_from=recon_from,
+                           records=per_client[e])
     if "loss" in ev["tff"]:  # one evaluation mode
         ev = {e: {"": m} for e, m in ev.items()}
     assert set(ev["fast"]) == set(ev["tff"])
     for mode in ev["tff"]:
         _close(ev["fast"][mode], ev["tff"][mode], f"{algo} evaluation {mode or ''}")
+    _same_records(runs, per_client, ev, seen, algo)
     return ev["fast"]
+
+
+def _same_records(runs, per_client, ev, seen, algo):
+    """Per-client records: the same clients, examples and metrics on both engines, and on
+    each engine the pooled metrics recomputed from them equal its headline ones."""
+    rows = {e: c.rows for e, c in per_client.items()}
+    assert set(rows["fast"]) == set(rows["tff"]) == set(ev["tff"])
+    for mode, tff_rows in rows["tff"].items():
+        assert set(rows["fast"][mode]) == set(tff_rows)
+        for cid, r in tff_rows.items():
+            f = rows["fast"][mode][cid]
+            assert f["num_examples"] == r["num_examples"], (mode, cid)
+            _close({k: f[k] for k in ev["tff"][mode] if k in r}, {k: r[k] for k in ev["tff"][mode] if k in r},
+                   f"{algo} client {cid} {mode or ''}")
+        for e in runs:
+            got = pooled_from_records(runs[e][0], rows[e], mode, seen)
+            for k, v in got.items():
+                assert v == pytest.approx(ev[e][mode][k], rel=1e-6, abs=1e-9), (e, mode, k)
 
 
 ML_FEDRECON = [

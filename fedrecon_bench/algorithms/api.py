@@ -71,8 +71,14 @@ class Algorithm:
         """One round on the sampled clients: (new state, the round's training metrics)."""
         raise NotImplementedError
 
-    def evaluate(self, state, clients, client_ids, seen: bool = False, recon_from=None) -> dict:
-        """{mode: metrics} in spec.eval_modes order (headline first; "" when only one)."""
+    def evaluate(self, state, clients, client_ids, seen: bool = False, recon_from=None,
+                 records=None) -> dict:
+        """{mode: metrics}, headline first ("" when only one). `records` (records.Records),
+        when given, receives every evaluated client's own metrics, mode by mode."""
+        raise NotImplementedError
+
+    def eval_modes(self, seen: bool) -> tuple:
+        """The modes `evaluate` reports for unseen or seen users, headline first."""
         raise NotImplementedError
 
     def global_weights(self, state) -> Weights:

@@ -21,6 +21,7 @@ from fedrecon_bench.algorithms.api import Algorithm, Weights
 from fedrecon_bench.engines.fast import aggregate, client as fc, optim
 from fedrecon_bench.engines.fast import weighting as fast_weighting
 from fedrecon_bench.engines.fast.data import EvalSet
+from fedrecon_bench.engines.fast.evaluators import client_rows
 from fedrecon_bench.engines.fast.execute import AXIS, MODES, Executor
 from fedrecon_bench.engines.fast.split import split_parts
 from fedrecon_bench.engines.fast.state import ClientOut, ServerState
@@ -97,13 +98,20 @@ class Runtime:
 
     def _measure_client(self, params, c):
         p = {**params, **c.get("local", {})}
-        return ClientOut(tally=self.client.measure(p, c["data"], c["measured"], local=False))
+        t = self.client.measure(p, c["data"], c["measured"], local=False)
+        return ClientOut(tally=t, keep=t)
+
+    def measure_each(self, params: dict, data: dict, measured, local: dict | None = None):
+        """(summed metric states, each client's stacked) of each client's model as is
+        (training=False): the shared `params` plus the client's own `local` variables
+        (stacked per client), if any."""
+        c = {"data": data, "measured": measured, **({"local": local} if local else {})}
+        sums, per = self.exec.run(self._measure_client, params, c, measured.count)
+        return sums.tally, per
 
     def measure(self, params: dict, data: dict, measured, local: dict | None = None):
-        """Summed metric states of each client's model as is (training=False): the shared
-        `params` plus the client's own `local` variables (stacked per client), if any."""
-        c = {"data": data, "measured": measured, **({"local": local} if local else {})}
-        return self.exec.run(self._measure_client, params, c, measured.count)[0].tally
+        """The summed metric states of measure_each."""
+        return self.measure_each(params, data, measured, local)[0]
 
 
 class FastAlgorithm(Algorithm):
@@ -175,17 +183,27 @@ class FastAlgorithm(Algorithm):
         return Weights([np.asarray(state.params[n]) for n in names], [], list(names))
 
     # --- evaluation ------------------------------------------------------------
+    def evaluators_for(self, seen: bool) -> tuple:
+        """The evaluation pieces for unseen or seen users, headline first (an algorithm may
+        lead with another piece for seen users)."""
+        return self.evaluators
+
+    def eval_modes(self, seen: bool) -> tuple:
+        return tuple(ev.label(seen) for ev in self.evaluators_for(seen))
+
     def evaluate(self, state: ServerState, clients, client_ids=None, seen: bool = False,
-                 recon_from=None) -> dict:
+                 recon_from=None, records=None) -> dict:
         """{mode: metrics} of the evaluation clients, one mode per evaluator (headline first):
         a Selection (with its ids and, for seen users, their training data), or an EvalSet
-        streamed in chunks."""
+        streamed in chunks. `records` (records.Records) receives each chunk's per-client rows."""
         chunks = clients if isinstance(clients, EvalSet) else [(clients, client_ids, recon_from)]
         total = {}
         for sel, ids, rsel in chunks:
-            for ev in self.evaluators:
-                t = ev.tally(state, sel, ids, seen, rsel)
+            for ev in self.evaluators_for(seen):
+                t, per = ev.tally(state, sel, ids, seen, rsel)
                 label = ev.label(seen)
                 total[label] = t if label not in total else jax.tree_util.tree_map(jnp.add, total[label], t)
+                if records is not None:
+                    records.add(label, ids, client_rows(self.m, per, ev))
         return {ev.label(seen): fc.finalize(self.m, total[ev.label(seen)], ev.loss, ev.counts)
-                for ev in self.evaluators}
+                for ev in self.evaluators_for(seen)}

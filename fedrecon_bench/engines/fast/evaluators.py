@@ -12,12 +12,16 @@ and returns its summed metric tally.
 
 `loss` and `counts` say how client.finalize reports each: "batch" = the mean over
 batches (TFF's reconstruction evaluation), "example" with counts (TFF's fed_eval).
+`tally` returns the chunk's summed tally and each client's own (stacked), from the same
+computation: the per-client records (fedrecon_bench/records.py) cost no second pass.
 """
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from fedrecon_bench import client_store
+from fedrecon_bench.engines.fast import client as fc
 from fedrecon_bench.engines.fast.state import ClientOut
 
 VARIABLES = ("all", "local", "global")  # algo.finetune.variables
@@ -34,7 +38,26 @@ class Evaluator:
         return self.mode
 
     def tally(self, state, clients, client_ids, seen: bool, recon_from):
+        """(the chunk's summed tally, each client's tally stacked along a leading axis)."""
         raise NotImplementedError
+
+
+def client_rows(model, per_client, ev) -> list[dict]:
+    """Each client's record (records.py): its measured examples, its metrics as `ev` reports
+    them, and the tallies they come from (tally_<key>, nested keys joined by dots:
+    tally_stats.hits, tally_loss_sum, ...; client.finalize turns summed ones into metrics)."""
+    per = jax.tree_util.tree_map(np.asarray, jax.device_get(per_client))
+    flat = {("tally_" + ".".join(str(getattr(k, "key", k)) for k in path)): leaf
+            for path, leaf in jax.tree_util.tree_flatten_with_path(per)[0]}
+    rows = []
+    for i in range(len(per["examples"])):
+        t = jax.tree_util.tree_map(lambda x: x[i], per)
+        row = {k: v for k, v in fc.finalize(model, t, ev.loss, ev.counts).items()
+               if k not in ("num_examples", "num_batches")}
+        row["num_examples"] = int(round(float(t["examples"])))
+        row.update({k: float(v[i]) for k, v in flat.items()})
+        rows.append(row)
+    return rows
 
 
 class Reconstruct(Evaluator):
@@ -56,14 +79,16 @@ class Reconstruct(Evaluator):
 
     def _client(self, g, c):
         l_i, _ = self.reconstruct(g, c.get("rdata", c["data"]), c["recon"], c["key"], local=False)
-        return ClientOut(tally=self.rt.client.measure({**g, **l_i}, c["data"], c["measured"], local=False))
+        t = self.rt.client.measure({**g, **l_i}, c["data"], c["measured"], local=False)
+        return ClientOut(tally=t, keep=t)
 
     def tally(self, state, clients, client_ids, seen: bool, recon_from):
         rdata, recon, mdata, measured = self.rt.eval_schedules(clients, seen, recon_from)
         c = {"data": mdata, "recon": recon, "measured": measured, "key": self.rt.eval_keys(len(clients))}
         if rdata is not mdata:
             c["rdata"] = rdata
-        return self.rt.exec.run(self._client, state.params, c, self.steps(recon, measured))[0].tally
+        sums, per = self.rt.exec.run(self._client, state.params, c, self.steps(recon, measured))
+        return sums.tally, per
 
 
 class Global(Evaluator):
@@ -71,7 +96,7 @@ class Global(Evaluator):
 
     def tally(self, state, clients, client_ids, seen: bool, recon_from):
         _, _, mdata, measured = self.rt.eval_schedules(clients, seen, recon_from)
-        return self.rt.measure(state.params, mdata, measured)
+        return self.rt.measure_each(state.params, mdata, measured)
 
 
 class FineTune(Evaluator):
@@ -87,7 +112,8 @@ class FineTune(Evaluator):
         fixed = {n: p for n, p in w_i.items() if n not in self.names}
         tuned, _ = self.rt.client.train(tuned, fixed, self.opt, c.get("rdata", c["data"]), c["recon"],
                                         c["key"], local, stats=False)
-        return ClientOut(tally=self.rt.client.measure({**fixed, **tuned}, c["data"], c["measured"], local))
+        t = self.rt.client.measure({**fixed, **tuned}, c["data"], c["measured"], local)
+        return ClientOut(tally=t, keep=t)
 
     def _unseen(self, w, c):  # tunes and measures within the client's rows (views)
         return self._tuned(w, c, local=True)
@@ -102,7 +128,8 @@ class FineTune(Evaluator):
         if rdata is not mdata:
             c["rdata"] = rdata
         fn = self._seen if seen else self._unseen
-        return self.rt.exec.run(fn, state.params, c, np.stack([recon.count, measured.count], axis=1))[0].tally
+        sums, per = self.rt.exec.run(fn, state.params, c, np.stack([recon.count, measured.count], axis=1))
+        return sums.tally, per
 
 
 class Stored(Evaluator):
@@ -116,4 +143,4 @@ class Stored(Evaluator):
     def tally(self, state, clients, client_ids, seen: bool, recon_from):
         _, _, mdata, measured = self.rt.eval_schedules(clients, seen, recon_from)
         local = client_store.stacked(self.store, self.rt.m.local_names, self.rt.l0, client_ids, seen)
-        return self.rt.measure(state.params, mdata, measured, local)
+        return self.rt.measure_each(state.params, mdata, measured, local)

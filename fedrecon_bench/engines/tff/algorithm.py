@@ -32,9 +32,25 @@ class TffAlgorithm(Algorithm):
     def weights(self, trainable) -> Weights:
         return Weights([x for x in trainable], [], self.names)
 
-    def evaluate(self, state, datasets, client_ids=None, seen: bool = False, recon_from=None) -> dict:
+    def evaluators_for(self, seen: bool) -> tuple:
+        """The evaluation pieces for unseen or seen users, headline first (an algorithm may
+        lead with another piece for seen users)."""
+        return self.evaluators
+
+    def eval_modes(self, seen: bool) -> tuple:
+        return tuple(ev.label(seen) for ev in self.evaluators_for(seen))
+
+    def evaluate(self, state, datasets, client_ids=None, seen: bool = False, recon_from=None,
+                 records=None) -> dict:
+        """Pooled metrics from each evaluator; with `records`, each client's own as well, from
+        a second pass of TF steps per client (evaluators.py: `each`)."""
         w = self.global_weights(state)
-        return {ev.label(seen): ev.evaluate(w, datasets, client_ids, seen, recon_from) for ev in self.evaluators}
+        pieces = self.evaluators_for(seen)
+        out = {ev.label(seen): ev.evaluate(w, datasets, client_ids, seen, recon_from) for ev in pieces}
+        if records is not None:
+            for ev in pieces:
+                records.add(ev.label(seen), client_ids, ev.each(w, datasets, client_ids, seen, recon_from))
+        return out
 
 
 class TffProcess(TffAlgorithm):

@@ -19,8 +19,8 @@ class Steps:
         self.local_init = [v.numpy().copy() for v in self.lvars]  # seeded: every client starts here
         self.loss = task.loss_fn()()
         self.opt = optim.build(client_optimizer, key)
-        specs = [tf.TensorSpec(v.shape, v.dtype) for v in self.gvars + self.lvars]
-        self._opt_init = self.opt.initialize(specs)
+        # a tuple: dataset.reduce would stack a list of states into one tensor
+        self._opt_init = self.opt.initialize(tuple(tf.TensorSpec(v.shape, v.dtype) for v in self.gvars + self.lvars))
         self.train_metrics, self.eval_metrics = self.metrics(), self.metrics()
         self.train = tf.function(self._train_fn)  # traced once: the same metric objects every call
         self.measure = tf.function(self._measure_fn)
@@ -55,11 +55,15 @@ class Steps:
         return n
 
     def _measure_fn(self, dataset, metrics):
+        """Updates the metrics on every batch; returns the examples measured."""
+        n = tf.constant(0)
         for batch in dataset:
             pred = self.parts.model(batch["x"], training=False)
             for m in metrics[:-1]:
                 m.update_state(batch["y"], pred)
             metrics[-1].update_state(self.loss(batch["y"], pred))
+            n += tf.shape(batch["y"])[0]
+        return n
 
 
 def results(metrics) -> dict:
@@ -69,3 +73,16 @@ def results(metrics) -> dict:
 def reset(metrics) -> None:
     for m in metrics:
         m.reset_state()
+
+
+def record(metrics, num_examples: int) -> dict:
+    """One client's record (fedrecon_bench/records.py): its examples measured, its metrics
+    and the Keras metric variables they finalize (tally_<metric>.<variable>)."""
+    import numpy as np
+
+    row = {"num_examples": num_examples, **results(metrics)}
+    for m in metrics:
+        for v in m.variables:
+            name, x = f"tally_{m.name}.{v.name.split(':')[0].split('/')[-1]}", np.ravel(v.numpy())
+            row.update({name: float(x[0])} if x.size == 1 else {f"{name}_{i}": float(y) for i, y in enumerate(x)})
+    return row
