@@ -4,7 +4,7 @@ PY ?= python3
 UV = $$(command -v uv 2>/dev/null || echo "$$HOME/.local/bin/uv")
 ARGS ?=
 
-.PHONY: env run test bench clean
+.PHONY: env run test bench clean paper-movielens dp-study participation-study
 env:
 	@command -v uv >/dev/null 2>&1 || [ -x "$$HOME/.local/bin/uv" ] || \
 	  $(PY) -m pip install --quiet uv || $(PY) -m pip install --quiet --user uv
@@ -18,6 +18,17 @@ test: env
 
 bench: env
 	$(UV) run --locked python benchmarks/tutorial_vs_bench.py $(ARGS)
+
+# One command per paper table: resumable (completed jobs are skipped), then the table and plots
+# under studies/<name>/. ARGS=--reduced runs each study's documented smaller grid.
+paper-movielens: env
+	$(UV) run --locked python -m analysis.study paper-movielens $(ARGS)
+
+dp-study: env
+	$(UV) run --locked python -m analysis.study dp $(ARGS)
+
+participation-study: env
+	$(UV) run --locked python -m analysis.study participation $(ARGS)
 
 clean:
 	rm -rf runs multirun .pytest_cache

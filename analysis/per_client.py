@@ -184,10 +184,13 @@ def reference_fractions(runs, reference: str, metric: str, split: str = "test", 
     with the same seed, task, split_by and split_seed (and `match` keys, e.g. the noise
     multiplier of a DP table's rows); runs without one are left out."""
     algo, _, ref_mode = reference.partition(":")
-    key = lambda run: tuple(run.key(k) for k in (*MATCH, *match))
-    refs = {key(r): r for r in runs if r.key("algo") == algo and r.status == "completed"}
-    if not refs:
+    mine = [r for r in runs if r.key("algo") == algo and r.status == "completed"]
+    if not mine:
         raise UserError(f"--reference {reference!r}: no completed run of algo {algo!r} among the runs")
+    # a row key the reference does not have (HypCluster's algo.clusters) does not pick its run
+    match = [k for k in match if any(r.key(k) is not None for r in mine)]
+    key = lambda run: tuple(run.key(k) for k in (*MATCH, *match))
+    refs = {key(r): r for r in mine}
     out = {}
     for run in runs:
         ref = refs.get(key(run))

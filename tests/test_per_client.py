@@ -157,3 +157,31 @@ def test_records_are_off_when_asked(tiny_ratings, tmp_path):
 
     s = loop.run(_cfg(tiny_ratings, "+algo=fedrecon", "eval_per_client=false"), str(tmp_path))
     assert not (tmp_path / "per_client").exists() and "rating_accuracy_client_p10" not in s["final"]["test"]
+
+
+def test_reference_fractions_ignore_row_keys_the_reference_lacks(tmp_path):
+    """HypCluster's rows carry algo.clusters, FedAvg's do not: each K still pairs with the
+    FedAvg run of its seed (3 users: K=2 helps 2 of them, K=4 hurts 1)."""
+    import pandas as pd
+
+    from analysis import runs as R
+    from analysis import table
+
+    def run(name, algo, acc, clusters=None, mode="finetune"):
+        d = tmp_path / name
+        (d / "per_client").mkdir(parents=True)
+        pd.DataFrame({"round": 5, "split": "test", "eval_mode": mode, "headline": True, "client_id": ["a", "b", "c"],
+                      "num_examples": 4, "rating_accuracy": acc}).to_parquet(d / "per_client" / "test_round000005.parquet")
+        final = {"test": {"rating_accuracy": sum(acc) / 3}, "val": {"rating_accuracy": 0.5}}
+        algo_cfg = {"name": algo, **({"clusters": clusters} if clusters else {})}
+        return R.Run(str(d), {"algo": algo, "status": "completed", "final": final, "seed": 0, "task": "movielens"},
+                     {"algo": algo_cfg, "task": {"split_by": "user"}, "seed": 0})
+
+    runs = [run("fa", "fedavg", [0.5, 0.5, 0.5]), run("h2", "hypcluster", [0.6, 0.7, 0.5], 2, "recon"),
+            run("h4", "hypcluster", [0.5, 0.4, 0.5], 4, "recon")]
+    t = table.Table(runs, ["rating_accuracy"], "test", rows=["algo", "algo.clusters", "task.split_by"],
+                    reference="fedavg:finetune")
+    got = {(r["algo"], r["algo.clusters"]): r["value"] for r in t.per_run if r["metric"].startswith("helped")}
+    assert got == {("fedavg", None): 0.0, ("hypcluster", 2): 2 / 3, ("hypcluster", 4): 0.0}
+    hurt = {r["algo.clusters"]: r["value"] for r in t.per_run if r["metric"].startswith("hurt")}
+    assert hurt[4] == pytest.approx(1 / 3)

@@ -39,3 +39,34 @@ def test_dp_study_dry_run_lists_its_first_stage(tmp_path, capsys):
     assert len(lines) == 3 * 6  # three algorithms x six clips, each a sweep over the noise multipliers
     assert all("+sweep=movielens_dp_study" in l and "dp.noise_multiplier=0,1,2,4,8" in l for l in lines)
     assert not (tmp_path / "clip").exists()
+
+
+def test_paper_study_dry_run_tunes_every_algorithm_on_both_user_splits(tmp_path, capsys):
+    from analysis import study_paper as P
+
+    assert S.main(["paper-movielens", "--dry-run", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(P.available(P.ALGOS)) >= 8  # FedRep's folder may land later
+    assert all("algo.client_optimizer.learning_rate=0.02,0.05,0.1,0.2,0.5" in l and
+               "task.split_by=user,example seed=0 " in l for l in lines)
+    assert sum("+algo=hypcluster" in l for l in lines) == 2  # K = 2 and 4
+    assert not (tmp_path / "tune").exists()
+
+
+def test_paper_study_reduced_runs_fedrecon_and_fedavg_at_the_preset_rates(tmp_path, capsys):
+    assert S.main(["paper-movielens", "--reduced", "--dry-run", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [("+algo=fedrecon" in l, "learning_rate=0.5 " in l) for l in lines[:1]] == [(True, True)]
+    assert "+algo=fedavg" in lines[1] and "learning_rate=0.1 " in lines[1] and "seed=0,1,2" in lines[1]
+
+
+def test_participation_rounds_give_the_nominal_mean_visits(tmp_path, capsys):
+    from analysis import study_participation as P
+
+    # 100 clients a round over 4,832 (unseen) / 6,040 (seen) training users
+    assert P.rounds_for("user") == [24, 48, 97, 242, 966]
+    assert P.rounds_for("example") == [30, 60, 121, 302, 1208]
+    assert S.main(["participation", "--dry-run", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 * len(P.available(P.ALGOS))
+    assert all("seed=0,1,2" in l and "eval_every=${rounds}" in l for l in lines)

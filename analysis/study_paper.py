@@ -1,0 +1,122 @@
+"""The MovieLens paper table (conf/sweep/movielens_paper_table.yaml's setting): every algorithm on
+all 6,040 MovieLens-1M users, unseen (task.split_by=user) and seen (task.split_by=example) users,
+500 rounds of 100 clients, each algorithm's client learning rate picked on validation users.
+
+    tune    seed 0 of each algorithm (ALGOS) x user split x client rate in GRID
+    final   seeds 1 and 2 at each pick (seed 0 is the tune stage's run)
+    report  table.md/csv/tex: test users, mean ± std over the 3 seeds, per-user p10/p50/p90 and
+            the fraction of users helped / hurt against FedAvg + fine-tuning (same seed, same
+            users); tuning.md (every candidate's val score); ecdf/: the per-user test rating
+            accuracy of the picks (unseen and seen users); tuned.yaml: the picks as
+            conf/experiment/movielens_paper.yaml's `tuned:` block
+
+--reduced runs FedRecon and FedAvg (+ fine-tuning) only, at the rates the preset already holds
+(no tuning): 3 seeds of unseen users, 6 runs, the check that a fresh clone reproduces the table.
+Ditto keeps its personal models in memory here (algo.store=memory): 4,832 whole models would write
+about 37 GB to disk per run; benchmarks/algorithm_cost.py measures the disk store.
+"""
+from __future__ import annotations
+
+import os
+
+from analysis import study as S
+
+GRID = (0.02, 0.05, 0.1, 0.2, 0.5)
+SPLITS = ("user", "example")
+SEEDS_AFTER = "1,2"
+METRIC = "rating_accuracy"
+PRESET = ["+sweep=movielens_paper_table", "+task=movielens"]
+LR = "algo.client_optimizer.learning_rate"
+REFERENCE = "fedavg:finetune"
+# name -> overrides; HypCluster twice (K = 2 and 4, the row key algo.clusters tells them apart)
+ALGOS = {
+    "fedrecon": ["+algo=fedrecon"],
+    "fedavg": ["+algo=fedavg", "algo.eval=finetune"],
+    "stateful_fedavg": ["+algo=stateful_fedavg"],
+    "centralized": ["+algo=centralized"],
+    "fedprox": ["+algo=fedprox"],
+    "fedrep": ["+algo=fedrep"],
+    "ditto": ["+algo=ditto", "algo.store=memory"],
+    "hypcluster2": ["+algo=hypcluster", "algo.clusters=2"],
+    "hypcluster4": ["+algo=hypcluster", "algo.clusters=4"],
+}
+REDUCED = {"fedrecon": 0.5, "fedavg": 0.1}  # the preset's unseen-user picks
+ROWS = ["algo", "algo.clusters", "eval_mode", "task.split_by"]
+
+
+def available(algos: dict) -> list[str]:
+    """The entries of `algos` (name -> overrides, `+algo=X` first) whose algorithm has a
+    conf/algo YAML."""
+    here = os.path.join(os.path.dirname(__file__), "..", "conf", "algo")
+    return [n for n, o in algos.items() if os.path.exists(os.path.join(here, o[0].split("=")[1] + ".yaml"))]
+
+
+def run(study: S.Study, args) -> list[str]:
+    if args.reduced:
+        for name, lr in REDUCED.items():
+            study.sweep(f"reduced/{name}", [*PRESET, *ALGOS[name], f"{LR}={lr}", "task.split_by=user",
+                                            "seed=0,1,2"])
+        return [] if study.dry_run else _report(study, ["reduced"], {}, {})
+    names = available(ALGOS)
+    for name in names:
+        study.sweep(f"tune/{name}", [*PRESET, *ALGOS[name], f"{LR}={','.join(f'{g:g}' for g in GRID)}",
+                                     f"task.split_by={','.join(SPLITS)}", "seed=0"])
+    if study.dry_run:
+        return []
+    picks = {}
+    for name in names:
+        got = S.pick(study.runs(f"tune/{name}"), ["task.split_by"], [LR], METRIC)
+        picks.update({(name, split): p for (split,), p in got.items()})
+    for (name, split), p in sorted(picks.items()):
+        study.sweep(f"final/{name}/{split}", [*PRESET, *ALGOS[name], f"{LR}={p['pick'][0]:g}",
+                                              f"task.split_by={split}", f"seed={SEEDS_AFTER}"])
+    return _report(study, ["final"], picks, {n: ALGOS[n] for n in names})
+
+
+def picked_runs(study: S.Study, picks: dict) -> list:
+    """The tune stage's seed-0 run at each pick, with the final stage's other seeds."""
+    keep = []
+    for (name, split), p in picks.items():
+        keep += [r for r in study.runs(f"tune/{name}")
+                 if r.key("task.split_by") == split and r.key(LR) == p["pick"][0]]
+    return keep
+
+
+def _report(study: S.Study, stages, picks, algos) -> list[str]:
+    from analysis import per_client_plot, table
+
+    runs = study.runs(*stages) + picked_runs(study, picks)
+    out = []
+    t = table.Table(runs, [METRIC, "rmse"], "test", rows=ROWS, client_stats=["p10", "p50", "p90"],
+                    reference=REFERENCE)
+    out += t.write(study.out, "table")
+    for split in SPLITS:
+        some = [r for r in runs if r.key("task.split_by") == split]
+        if some:
+            out += per_client_plot.plot(some, os.path.join(study.out, "ecdf", split), METRIC, "test",
+                                        rows=["algo", "algo.clusters", "eval_mode"])
+    if picks:
+        out.append(_tuning_md(study, picks))
+        out.append(study.write("tuned.yaml", _tuned_yaml(picks, algos)))
+    return out
+
+
+def _tuning_md(study: S.Study, picks) -> str:
+    lines = [f"| algorithm | users | {LR} | val {METRIC} (seed 0) |", "|---|---|---|---|"]
+    for (name, split), p in sorted(picks.items()):
+        for cand, v in sorted(p["scores"].items()):
+            mark = " **(picked)**" if cand == p["pick"] else ""
+            lines.append(f"| {name} | {split} | {cand[0]:g}{mark} | {v:.4f} |")
+        lines += [f"| {name} | {split} | {c[0]:g} | diverged |" for c in p["unstable"]]
+    return study.write("tuning.md", "\n".join(lines) + "\n")
+
+
+def _tuned_yaml(picks, algos) -> str:
+    """conf/experiment/movielens_paper.yaml's `tuned:` rows for these picks."""
+    rows = []
+    for (name, split), p in sorted(picks.items()):
+        when = {"algo.name": algos[name][0].split("=")[1], "task.split_by": split}
+        when.update(dict(o.split("=") for o in algos[name][1:] if o.startswith("algo.clusters")))
+        cond = ", ".join(f"{k}: {v}" for k, v in when.items())
+        rows.append(f"  - {{when: {{{cond}}}, set: {{{LR}: {p['pick'][0]:g}}}}}")
+    return "tuned:\n" + "\n".join(rows) + "\n"
