@@ -70,3 +70,23 @@ def test_participation_rounds_give_the_nominal_mean_visits(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 * len(P.available(P.ALGOS))
     assert all("seed=0,1,2" in l and "eval_every=${rounds}" in l for l in lines)
+
+
+def test_dp_study_reuses_each_picks_seed0_tuning_run(tmp_path, monkeypatch):
+    """The final table's seed 0 is the pick's tuning run: from the clip stage when the rate
+    x 1 won, from the rates stage otherwise; other candidates are not."""
+    from analysis import study_dp as D
+
+    def run(path, clip, lr):
+        cfg = {"dp": {"noise_multiplier": 1.0, "name": "gaussian_fixed", "clip": clip, "target_quantile": 0.5},
+               "algo": {"client_optimizer": {"learning_rate": lr}, "server_optimizer": {"learning_rate": 1.0}}}
+        return R.Run(path, {"algo": "fedrecon", "status": "completed", "final": {}, "seed": 0}, cfg)
+
+    stages = {"clip": [run("c1", 1.0, 0.5), run("c3", 3.0, 0.5)], "rates": [run("r1", 1.0, 0.25), run("r2", 1.0, 1.0)]}
+    study = S.Study(str(tmp_path))
+    monkeypatch.setattr(study, "runs", lambda *names: [r for n in names for r in stages[n]])
+    pick = {"dp.name": "gaussian_fixed", "dp.clip": 1.0, "dp.target_quantile": 0.5,
+            "algo.server_optimizer.learning_rate": 1.0}
+    at = lambda lr: {("fedrecon", 1.0): {**pick, "algo.client_optimizer.learning_rate": lr}}
+    assert [r.path for r in D.tuning_runs(study, at(0.5))] == ["c1"]
+    assert [r.path for r in D.tuning_runs(study, at(1.0))] == ["r2"]
