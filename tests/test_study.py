@@ -95,3 +95,9 @@ def test_dp_study_reuses_each_picks_seed0_tuning_run(tmp_path, monkeypatch):
     at = lambda lr: {("fedrecon", 1.0): {**pick, "algo.client_optimizer.learning_rate": lr}}
     assert [r.path for r in D.tuning_runs(study, at(0.5))] == ["c1"]
     assert [r.path for r in D.tuning_runs(study, at(1.0))] == ["r2"]
+
+
+def test_dp_study_reduced_tries_the_fixed_clips_only(tmp_path, capsys):
+    assert S.main(["dp", "--reduced", "--dry-run", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 * 4 and all("dp.name=gaussian_fixed" in l for l in lines)
