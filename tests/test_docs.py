@@ -215,6 +215,19 @@ def test_docs_index_links_every_docs_page():
     assert not missing, f"README's documentation index lacks {missing}"
 
 
+def test_results_page_holds_the_study_blocks_for_their_scripts():
+    from analysis.docblock import read_block
+
+    page = ROOT / "docs" / "results.md"
+    text = page.read_text()
+    for name, target in (("paper_movielens", "paper-movielens"), ("dp_study", "dp-study"),
+                         ("participation", "participation-study"),
+                         ("per_client_movielens", "paper-movielens")):
+        assert read_block(str(page), name) is not None, name
+        after = text[text.index(f"<!-- end:{name} -->"):].split("\n\n")[1]
+        assert f"`make {target}`" in after, (name, after)
+
+
 def test_readme_is_short():
     n = len(README.read_text().splitlines())
     assert n <= README_MAX_LINES, f"README.md has {n} lines (at most {README_MAX_LINES}); move detail to docs/"
