@@ -37,7 +37,7 @@ from analysis.docblock import add_doc_args, write_doc
 from fedrecon_bench.errors import UserError
 
 
-# How the caption names each ε (README "Differential privacy").
+# How the caption names each ε (docs/privacy.md).
 EPSILON_NAMES = {"poisson": "Poisson-sampled RDP, add/remove, q = clients_per_round / N",
                  "replace_one": "RDP without replacement, replace-one (conservative)"}
 
@@ -223,7 +223,7 @@ class Table:
         same = "".join(f"; {k} = {v} for all runs" for k, v in self.constants.items())
         dp_runs = [r for r in self.runs if R.epsilon(r) is not None]
         deltas = sorted({r.key("privacy.delta") for r in dp_runs})
-        if deltas:  # README "Differential privacy": which of the two ε, at which δ
+        if deltas:  # docs/privacy.md: which of the two ε, at which δ
             shown = sorted({R.accountant(r, self.accountant) for r in dp_runs})
             same += (f"; ε at δ = {' / '.join(f'{d:.3g}' for d in deltas)}: "
                      + " / ".join(EPSILON_NAMES[a] for a in shown) + " (dp.accountant)")
