@@ -1,4 +1,4 @@
-"""Reading runs: only the run contract files (README, "Outputs (the run contract)").
+"""Reading runs: only the run contract files (docs/run-contract.md).
 
 A run dir holds `summary.json`, `metrics.jsonl` and `.hydra/config.yaml` (+ `hydra.yaml`
 for the config-group choices). A sweep dir holds run dirs, found by their summary.json.

@@ -3,6 +3,7 @@
     python -m analysis.table <run or sweep dirs...> [--metrics rating_accuracy,rmse]
         [--split test] [--select final|best-val] [--val-metric M] [--rows algo,split/train]
         [--cols task] [--out DIR] [--decimals 3] [--tune KEY] [--accountant poisson|replace_one]
+        [--doc docs/results.md --doc-name NAME]
     python -m analysis.table --wandb ENTITY/PROJECT [...]
 
 Rows: algorithm (plus the DP noise multiplier, `eval_mode` and `split_by` where they differ;
@@ -32,10 +33,11 @@ import sys
 from collections import defaultdict
 
 from analysis import runs as R
+from analysis.docblock import add_doc_args, write_doc
 from fedrecon_bench.errors import UserError
 
 
-# How the caption names each ε (README "Differential privacy").
+# How the caption names each ε (docs/privacy.md).
 EPSILON_NAMES = {"poisson": "Poisson-sampled RDP, add/remove, q = clients_per_round / N",
                  "replace_one": "RDP without replacement, replace-one (conservative)"}
 
@@ -221,7 +223,7 @@ class Table:
         same = "".join(f"; {k} = {v} for all runs" for k, v in self.constants.items())
         dp_runs = [r for r in self.runs if R.epsilon(r) is not None]
         deltas = sorted({r.key("privacy.delta") for r in dp_runs})
-        if deltas:  # README "Differential privacy": which of the two ε, at which δ
+        if deltas:  # docs/privacy.md: which of the two ε, at which δ
             shown = sorted({R.accountant(r, self.accountant) for r in dp_runs})
             same += (f"; ε at δ = {' / '.join(f'{d:.3g}' for d in deltas)}: "
                      + " / ".join(EPSILON_NAMES[a] for a in shown) + " (dp.accountant)")
@@ -331,6 +333,7 @@ def main(argv=None, api=None) -> int:
                                           "(records of eval_per_client runs: mean, std, p10..p90, min)")
     p.add_argument("--reference", help="ALGO or ALGO:MODE: add the fraction of users each row helps / "
                                        "hurts against that algorithm's run with the same seed")
+    add_doc_args(p)
     args = p.parse_args(argv)
     try:
         runs = load(args, api)
@@ -339,6 +342,8 @@ def main(argv=None, api=None) -> int:
                   args.accountant, R.parse_list(args.client_stats), args.reference)
         paths = t.write(args.out or (default_out(args.dirs) if args.dirs else "outputs/analysis"),
                         args.name)
+        paths += [write_doc(args, t.markdown(), runs, "python -m analysis.table",
+                            sys.argv[1:] if argv is None else argv)] if args.doc else []
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

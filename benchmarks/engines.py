@@ -20,7 +20,7 @@ and peak memory: before and after a change, side by side.
 
 Targets (issue "Fast engine: cost proportional to each client's real work"): NWP task
 defaults >= 2x, EMNIST preset >= 1x, MovieLens paper setting >= 500x per round.
-Results are in the README ("Engines").
+Results are in the docs/performance.md.
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ size and engine:
 
 and the database's size and generation time. Targets (issue "Paper-scale populations"):
 peak RSS at 342K <= 1.3x that at 10K; s/round at 342K within 1.3x of 10K; start-up at
-342K <= 60 s plus TFF's open time. Results are in the README ("Scale").
+342K <= 60 s plus TFF's open time. Results are in the docs/performance.md.
 """
 from __future__ import annotations
 

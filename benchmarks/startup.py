@@ -19,7 +19,7 @@ starts in seconds"): outside <= 5 s.
 
 With --sweep it also times a fixed subset of the 174-run paper-table sweep
 (`+sweep=movielens_paper_table`, SWEEP below: 6 runs in one multirun process) end to end,
-before and after (warm cache), once each. Results are in the README ("Engines").
+before and after (warm cache), once each. Results are in the docs/performance.md.
 """
 from __future__ import annotations
 

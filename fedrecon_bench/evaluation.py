@@ -8,7 +8,7 @@ import numpy as np
 
 from fedrecon_bench.records import Records
 
-DP_FLOATS = ("dp_clip", "dp_zeroing_norm")  # a private round's aggregator values (README)
+DP_FLOATS = ("dp_clip", "dp_zeroing_norm")  # a private round's aggregator values (docs/privacy.md)
 COUNTS = ("num_examples", "num_batches", "store_clients", "store_bytes", "dp_zeroed")
 OWN = "row_values"  # an algorithm's own row values, {name: int or float} under this key of its metrics
 

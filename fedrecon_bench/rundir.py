@@ -40,7 +40,7 @@ RESTART_FLAG = "restart_on_bad_checkpoint"
 SPLITS = ("train", "val", "test")
 
 # Config keys that may differ between launches into one run dir: none changes the
-# trajectory or which rows metrics.jsonl gets. Every other key must match (README
+# trajectory or which rows metrics.jsonl gets. Every other key must match (docs/run-contract.md,
 # "Reliability"): eval_every decides which val rows exist, and fast.clients / fast.max_group
 # the order in which client updates are summed, so they stay fixed within a run.
 MAY_DIFFER = (

@@ -1,4 +1,4 @@
-"""User-level differential privacy (README "Differential privacy"): the mechanism on both
+"""User-level differential privacy (docs/privacy.md): the mechanism on both
 engines, its noise, its accounting, and the runs it is refused for.
 
 - noise 0: engine=fast equals TFF's own DP aggregators (fixed clip; adaptive clip with

@@ -10,7 +10,7 @@ reconstruction, examples weighting, multiple epochs: a TFF process costs seconds
 example and batch counts, the round-1 loss ln(10) of a zero model (within their 1e-4),
 a lower loss in the last round(s) and moved global weights; both engines agree.
 
-Declined, as README "Paper fidelity" lists: a reconstruction learning rate of 0 (theirs
+Declined, as docs/paper-fidelity.md lists: a reconstruction learning rate of 0 (theirs
 disables reconstruction that way; here learning rates must be > 0, and the cases run at
 1e-12, which leaves the biases at 0 to float32 precision); custom client-weight functions
 (the suite's weightings are examples, uniform, tokens). Their DP cases use a Gaussian sum
@@ -144,7 +144,7 @@ def test_custom_model_multiple_epochs(tmp_path, variant):
 
 
 def test_reconstruction_learning_rate_zero_is_refused():
-    """Theirs turns reconstruction off with learning rate 0.0 (README "Paper fidelity": > 0 here)."""
+    """Theirs turns reconstruction off with learning rate 0.0 (docs/paper-fidelity.md: > 0 here)."""
     from fedrecon_bench import validate
 
     with pytest.raises(UserError) as e:

@@ -10,7 +10,7 @@ a case says otherwise. Run through this suite's FedRecon evaluation (peer_toys.p
 engine=fast, and on engine=tff too for the split-data and multiple-epochs cases (keras_opt).
 
 Without reconstruction the bias stays 0 and the loss is the mean of (y - x)^2: 59/3 over
-all six examples in their tests. Declined (README "Paper fidelity"): measuring the data
+all six examples in their tests. Declined (docs/paper-fidelity.md): measuring the data
 the reconstruction used (their default split without split_dataset; here
 split.eval.mode=reuse is refused) and a reconstruction learning rate of 0. Their
 no-reconstruction cases map onto the suite's own way to evaluate without reconstruction,

@@ -14,10 +14,10 @@ disjoint; the skip / aggregated strategies and proportion as they are; the epoch
 caps by name. Checked here on both engines:
   engine=tff   fedrecon_bench.engines.tff.split.build (a tf.data split function), with the round
                independent cases; a round-dependent training split (recon_epochs_constant
-               false) is refused with one line (README "Paper fidelity": engine=fast only);
+               false) is refused with one line (docs/paper-fidelity.md: engine=fast only);
   engine=fast  fedrecon_bench.engines.fast.split.split_parts + schedule, round by round.
 Zero post-reconstruction epochs or steps (their split functions return an empty part) are
-refused by the config check with one line (fedrecon_bench/splits.py, README "Paper
+refused by the config check with one line (fedrecon_bench/splits.py, docs/paper-fidelity.md
 fidelity"); the schedules still give the authors' parts for them.
 """
 from __future__ import annotations

@@ -11,8 +11,9 @@ minimize their loss plus a proximal term that keeps them near the round's global
         w_{t+1} <- ServerOpt(w_t, aggregate of the updates)               (a mean, or DP)
     evaluation: as FedAvg's (the global model; algo.eval=finetune: a tuned copy per user).
 
-mu = 0 is FedAvg exactly. engine=tff: TFF's build_weighted_fed_prox (tff.py); engine=fast:
-FedAvg's client with the engine's proximal term (fast.py).
+mu = 0 is FedAvg exactly. engine=tff: TFF's FedAvg process with this proximal gradient in
+its client optimizer (tff.py; TFF 0.87's build_weighted_fed_prox has the opposite sign);
+engine=fast: FedAvg's client with the engine's proximal term (fast.py).
 """
 from fedrecon_bench.algorithms.api import EngineKey, Spec
 from fedrecon_bench.algorithms.fedavg import FIELDS

@@ -1,6 +1,6 @@
 """FedProx on engine=fast (the pseudo-code: __init__.py): FedAvg's client with the proximal
-pull mu (w_i - w_t) at every step (engines/fast/client.py). Equal to TFF's
-build_weighted_fed_prox (tests/test_fast_engine.py)."""
+pull mu (w_i - w_t) at every step (engines/fast/client.py). Equal to engine=tff's FedProx
+(tff.py; tests/test_fast_engine.py)."""
 from __future__ import annotations
 
 from fedrecon_bench.algorithms.fedavg.fast import FedAvg

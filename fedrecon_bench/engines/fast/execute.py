@@ -14,7 +14,7 @@ client by client or group by group, so memory does not grow with the clients of 
               as long as its schedule. For heavy steps (the NWP LSTM).
   host        clients one after another, each SGD step its own compiled call from Python:
               XLA:CPU runs some kernels (convolutions' gradients) several times slower
-              inside a compiled loop than alone (README "Engines").
+              inside a compiled loop than alone (docs/performance.md).
 
 `steps` counts the steps scheduled and the lane-steps computed (equal except for
 a vmap group's lockstep padding); summary.json reports them.
