@@ -24,6 +24,8 @@ from collections import defaultdict
 from analysis import runs as R
 from fedrecon_bench.errors import UserError
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOC_PAGE = "docs/results.md"
 STUDIES = {"dp": "analysis.study_dp", "paper-movielens": "analysis.study_paper",
            "participation": "analysis.study_participation"}
 
@@ -31,9 +33,12 @@ STUDIES = {"dp": "analysis.study_dp", "paper-movielens": "analysis.study_paper",
 class Study:
     """The runner a study module's `run(study, args)` drives."""
 
-    def __init__(self, out: str, dry_run: bool = False, extra: list[str] | None = None):
-        """extra: overrides appended to every sweep (e.g. rounds=2 for a smoke run)."""
+    def __init__(self, out: str, dry_run: bool = False, extra: list[str] | None = None,
+                 doc_page: str | None = None):
+        """extra: overrides appended to every sweep (e.g. rounds=2 for a smoke run); doc_page:
+        the docs page whose blocks take the study's tables (None: none)."""
         self.out, self.dry_run, self.extra = out, dry_run, list(extra or [])
+        self.doc_page = doc_page
         self.commands: list[list[str]] = []
 
     def sweep(self, name: str, overrides: list[str]) -> str:
@@ -53,6 +58,16 @@ class Study:
     def runs(self, *names: str) -> list:
         return R.load_runs([os.path.join(self.out, n) for n in names
                             if os.path.isdir(os.path.join(self.out, n))])
+
+    def doc(self, block: str, md_path: str, command: str, extra_md: str = "") -> list[str]:
+        """The table at md_path (and extra_md) into block `block` of the docs page."""
+        if self.doc_page is None:
+            return []
+        from analysis import docblock
+
+        with open(md_path, encoding="utf-8") as f:
+            docblock.write_block(self.doc_page, block, f.read() + extra_md, command, "fast")
+        return [f"{self.doc_page} ({block})"]
 
     def write(self, name: str, obj) -> str:
         """<out>/<name>: a text, or JSON of anything else."""
@@ -100,9 +115,12 @@ def main(argv=None) -> int:
     ap.add_argument("--reduced", action="store_true", help="the study's documented smaller grid")
     ap.add_argument("--dry-run", action="store_true", help="print the sweeps' commands; run nothing")
     ap.add_argument("--extra", nargs="*", default=[], help="overrides added to every sweep (smoke runs: rounds=2)")
+    ap.add_argument("--doc", default=DOC_PAGE, help=f"the docs page whose blocks take the tables (default "
+                    f"{DOC_PAGE}; '' or --extra: none)")
     a = ap.parse_args(argv)
     try:
-        study = Study(a.out or os.path.join("studies", a.name), a.dry_run, a.extra)
+        doc = os.path.join(ROOT, a.doc) if a.doc and not a.extra and not a.dry_run else None
+        study = Study(a.out or os.path.join("studies", a.name), a.dry_run, a.extra, doc)
         for path in importlib.import_module(STUDIES[a.name]).run(study, a):
             print(path)
     except UserError as e:

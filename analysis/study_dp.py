@@ -104,6 +104,9 @@ def _report(study: S.Study, picks, clip_picks, rate_picks) -> list[str]:
     t = table.Table(finals, [METRIC, "rmse"], "test", rows=["algo", "eval_mode", "dp.noise_multiplier"],
                     client_stats=["p10"], reference="fedavg:finetune")
     out += t.write(final, "table")
+    command = "make dp-study" + (" ARGS=--reduced" if not rate_picks else "")
+    out += study.doc("dp_study", out[-3], command, "\n\nEach cell's picked clip and rates: `studies/dp/tuning.md` "
+                     "and `tuned:` in conf/sweep/movielens_dp_study.yaml.\n")
     a = table.Table(study.runs("ablation") + [r for r in finals if r.key("dp.noise_multiplier") == 0],
                     [METRIC, "rmse"], "test", rows=["algo", "eval_mode", "dp.name", "algo.client_weighting"])
     out += a.write(os.path.join(study.out, "ablation"), "table")

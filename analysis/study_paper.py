@@ -96,19 +96,37 @@ def _report(study: S.Study, stages, picks, algos) -> list[str]:
     from analysis import per_client_plot, table
 
     runs = study.runs(*stages) + picked_runs(study, picks)
-    out = []
-    t = table.Table(runs, [METRIC, "rmse"], "test", rows=ROWS, client_stats=["p10", "p50", "p90"],
-                    reference=REFERENCE)
-    out += t.write(study.out, "table")
+    command = "make paper-movielens" + ("" if picks else " ARGS=--reduced")
+    out = table.Table(runs, [METRIC, "rmse"], "test", rows=ROWS).write(study.out, "table")
+    out += study.doc("paper_movielens", out[0], command)
+    pc = table.Table(runs, [METRIC], "test", rows=ROWS, client_stats=["p10", "p50", "p90"],
+                     reference=REFERENCE).write(study.out, "per_client")
+    out += pc
+    images = ""
+    pair = [r for r in runs if r.key("algo") in ("fedrecon", "fedavg")]  # the ECDFs: FedRecon vs FedAvg
     for split in SPLITS:
-        some = [r for r in runs if r.key("task.split_by") == split]
+        some = [r for r in pair if r.key("task.split_by") == split]
         if some:
-            out += per_client_plot.plot(some, os.path.join(study.out, "ecdf", split), METRIC, "test",
-                                        rows=["algo", "algo.clusters", "eval_mode"])
+            pngs = [f for f in per_client_plot.plot(some, os.path.join(study.out, "ecdf", split), METRIC, "test",
+                                                    rows=["algo", "eval_mode"]) if f.endswith(".png")]
+            out += pngs
+            images += "".join(_doc_image(study, png, f"per_client_movielens_{split}.png", split) for png in pngs[:1])
+    out += study.doc("per_client_movielens", pc[0], command, images)
     if picks:
         out.append(_tuning_md(study, picks))
         out.append(study.write("tuned.yaml", _tuned_yaml(picks, algos)))
     return out
+
+
+def _doc_image(study: S.Study, png: str, name: str, split: str) -> str:
+    """Copies a plot next to the docs page; the Markdown that shows it."""
+    if study.doc_page is None:
+        return ""
+    import shutil
+
+    shutil.copyfile(png, os.path.join(os.path.dirname(study.doc_page), name))
+    users = "unseen" if split == "user" else "seen"
+    return f"\n\n![per-user test rating accuracy, {users} users]({name})\n"
 
 
 def _tuning_md(study: S.Study, picks) -> str:

@@ -60,6 +60,7 @@ def _report(study: S.Study) -> list[str]:
     runs = study.runs("runs")
     out = table.Table(runs, [METRIC], "test", rows=["algo", "eval_mode", "task.split_by"],
                       cols=["rounds"]).write(study.out, "table")
+    out += study.doc("participation", out[0], "make participation-study")
     for split in TRAIN_USERS:
         some = [r for r in runs if r.key("task.split_by") == split]
         if some:
