@@ -100,6 +100,13 @@ CASES = {
     "stateful_fedavg": {"movielens": BOTH_SPLITS, "emnist": [()], "nwp": [()]},
     "centralized": {"movielens": BOTH_SPLITS},
     "fedprox": {"movielens": [("algo.mu=0.1",), ("algo.mu=0.1", *FINETUNE)], "emnist": [("algo.mu=0.1",)], "nwp": [("algo.mu=0.1",)]},
+    "fedrep": {"movielens": [("algo.local_epochs=2", *o) for o in (
+                   *BOTH_SPLITS, ("task.biases=true", "algo.global_epochs=2"),
+                   ("algo.local_steps_max=3", "algo.global_steps_max=2", "algo.client_optimizer.name=sgdm",
+                    "algo.reconstruction_optimizer.name=adagrad"))],
+               "emnist": [("algo.local_epochs=2",)],
+               "nwp": [("algo.local_epochs=2",), ("algo.local_epochs=2", "task.local_oov_output=true",
+                                                  "algo.client_weighting=tokens")]},
 }
 
 
