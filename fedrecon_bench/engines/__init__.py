@@ -10,12 +10,15 @@ halves in parallel files with the same name in both folders:
     split.py       which batches reconstruct and which train (fedrecon_bench/splits.py)
     weighting.py   a client's weight in the mean (fedrecon_bench/weighting.py)
 
-An Engine answers what the driver needs: `check` (refusals before anything loads),
-`start`, `populations`, `device` and `stats` (engine facts for summary.json).
+An Engine answers what the driver needs: `requires` (the modules it imports; `check`
+refuses an engine whose modules this environment lacks, e.g. engine=tff in the TF-free
+`modern` environment), `start`, `populations`, `device` and `stats` (engine facts for
+summary.json).
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 from fedrecon_bench.errors import UserError
 
@@ -29,6 +32,15 @@ def get(name: str):
     return importlib.import_module(f"{__name__}.{name}").ENGINE
 
 
+def installed(name: str) -> None:
+    """One line if engine=<name> needs modules this environment does not have (found, not imported)."""
+    eng = get(name)
+    absent = [m for m in eng.requires if importlib.util.find_spec(m) is None]
+    if absent:
+        raise UserError(f"engine={name} needs {', '.join(absent)}, which this environment does not have; "
+                        f"{eng.install_hint}")
+
+
 def _shown(v) -> str:
     return str(v).lower() if isinstance(v, bool) else str(v)
 
@@ -37,6 +49,7 @@ def check(cfg, spec, engine: str) -> None:
     """One line for an algorithm or a key value `engine` cannot run, naming the fix."""
     from fedrecon_bench import algorithms, schema
 
+    installed(engine)
     why = algorithms.refusal(spec.name, engine)
     if why is not None:
         algorithms.get(spec.name, engine)  # raises the algorithm's one-line refusal
