@@ -178,11 +178,13 @@ if __name__ == "__main__":
 MATCH = ("seed", "task", "split_by", "split_seed")  # runs that evaluate the same users
 
 
-def reference_fractions(runs, reference: str, metric: str, split: str = "test", tol: float = 0.0) -> dict:
+def reference_fractions(runs, reference: str, metric: str, split: str = "test", tol: float = 0.0,
+                        match=()) -> dict:
     """{(run path, eval mode): fractions(...)} against the `reference` run (ALGO or ALGO:MODE)
-    with the same seed, task, split_by and split_seed; runs without one are left out."""
+    with the same seed, task, split_by and split_seed (and `match` keys, e.g. the noise
+    multiplier of a DP table's rows); runs without one are left out."""
     algo, _, ref_mode = reference.partition(":")
-    key = lambda run: tuple(run.key(k) for k in MATCH)
+    key = lambda run: tuple(run.key(k) for k in (*MATCH, *match))
     refs = {key(r): r for r in runs if r.key("algo") == algo and r.status == "completed"}
     if not refs:
         raise UserError(f"--reference {reference!r}: no completed run of algo {algo!r} among the runs")

@@ -88,7 +88,8 @@ class Table:
             from analysis import per_client
 
             head = next(m for m in self.metrics if not R.is_client_stat(m))
-            self.fractions = per_client.reference_fractions(self.runs, reference, head, split)
+            match = [k for k in self.row_keys + self.col_keys if k not in ("algo", "eval_mode", "task")]
+            self.fractions = per_client.reference_fractions(self.runs, reference, head, split, match=match)
             ref = reference.replace(":", " ")
             self.metrics += [f"helped vs {ref}", f"hurt vs {ref}"]
             self.notes.append(f"helped / hurt vs {ref}: the fraction of users whose per-user {split} {head} "

@@ -3,12 +3,30 @@ import os
 import sys
 
 from fedrecon_bench.cli_args import normalize
+from fedrecon_bench.sweep import split_flags
 from fedrecon_bench.errors import UserError
 
 
 def cli() -> None:
+    args = sys.argv[1:]
     try:
-        argv = normalize(sys.argv[1:])
+        if any(a in ("--help", "-h") for a in args):
+            from fedrecon_bench.cli_check import help_text
+
+            print(help_text())
+            sys.exit(0)
+        argv = normalize(args)
+        flags, overrides = split_flags(argv)
+        multirun = bool({"-m", "--multirun"} & set(flags))
+        if "--dry-run" in flags or (multirun and {"--cfg", "-c"} & set(flags)):
+            from fedrecon_bench.cli_check import preview
+
+            print(preview(overrides))  # the jobs, each checked; nothing runs
+            sys.exit(0)
+        if not {"--info", "-i", "--cfg", "-c"} & set(flags):
+            from fedrecon_bench import cli_check
+
+            cli_check.check(cli_check.first_job(overrides), values=not multirun)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

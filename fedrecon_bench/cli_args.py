@@ -65,6 +65,8 @@ def normalize(argv: list[str]) -> list[str]:
     if any(a in ("--help", "-h", "--hydra-help") for a in argv):
         return argv
     flags, argv = sweep.split_flags(list(argv))  # -m, --cfg job, ... go first for Hydra
+    if {"--info", "-i"} & set(flags) and not argv:
+        return flags  # Hydra's own --info needs no task
     if _find(argv, "resume")[0] is not None:
         argv = _resume(argv)
     _check_writable(argv)

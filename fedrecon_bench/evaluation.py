@@ -10,12 +10,15 @@ from fedrecon_bench.records import Records
 
 DP_FLOATS = ("dp_clip", "dp_zeroing_norm")  # a private round's aggregator values (README)
 COUNTS = ("num_examples", "num_batches", "store_clients", "store_bytes", "dp_zeroed")
+OWN = "row_values"  # an algorithm's own row values, {name: int or float} under this key of its metrics
 
 
 def clean(metrics: dict, names) -> dict:
-    """A row's metrics: the task's metric names and the known extras, as plain numbers."""
+    """A row's metrics: the task's metric names, the known extras and the algorithm's own
+    row values (metrics[OWN], e.g. how many clients chose each model set), as plain numbers."""
     out = {k: float(metrics[k]) for k in (*names, *DP_FLOATS) if k in metrics}
     out.update({k: int(metrics[k]) for k in COUNTS if k in metrics})
+    out.update({k: v if isinstance(v, int) else float(v) for k, v in metrics.get(OWN, {}).items()})
     return out
 
 

@@ -389,3 +389,9 @@ def remove_if_unused(run_dir: str) -> None:
         return
     shutil.rmtree(run_dir, ignore_errors=True)
     lock.release()
+    parent = os.path.dirname(os.path.abspath(run_dir))
+    for _ in range(3):  # runs/<task>/<algo>/ made for it, if now empty (never the working dir)
+        if parent == os.getcwd() or not os.path.isdir(parent) or os.listdir(parent):
+            break
+        os.rmdir(parent)
+        parent = os.path.dirname(parent)

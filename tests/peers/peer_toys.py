@@ -210,6 +210,8 @@ def train(engine: str, task: ToyTask, tmp_path, rounds: int, *overrides):
 
 
 def evaluate(engine: str, task: ToyTask, tmp_path, *overrides) -> dict:
-    """One evaluation of the initial global weights (w = 1) on every client."""
+    """One evaluation of the initial global weights (w = 1) on every client: the headline
+    mode's metrics (evaluate returns {mode: metrics}, headline first)."""
     algo, pops, data = build(engine, task, tmp_path, *overrides)
-    return algo.evaluate(algo.initialize(), pops[1].all(), list(data.val.ids))
+    modes = algo.evaluate(algo.initialize(), pops[1].all(), list(data.val.ids))
+    return next(iter(modes.values()))

@@ -1,0 +1,123 @@
+"""The privacy-utility study (conf/sweep/movielens_dp_study.yaml): MovieLens, 500 of 4,832 users
+per round for 200 rounds, unseen users, FedRecon, FedAvg (+ fine-tuning) and stateful FedAvg,
+noise multipliers 0-8, with the clip and the rates tuned per algorithm and noise multiplier on
+validation users only, then 3 seeds of each pick, an ablation at z = 0, the table and plots.
+
+    clip      seed 0: each clip at the algorithm's Baselines client rate and server rate 1:
+              fixed C in FIXED, or TFF's adaptive clip (start 0.1, clip rate 0.2) aiming at
+              the quantiles in QUANTILES
+    rates     seed 0, at the picked clip: client rate x {1/2, 1, 2} x server rate SERVER
+    final     seeds 0-2 of each pick: the table (test users, reported once) and the plots
+    ablation  z = 0 at the picked rates: no DP with example weighting (the Baselines table's
+              aggregation), no DP with uniform weighting, and (from `final`) the picked clip
+
+--reduced tunes the clip only (no `rates` stage). Every pick reads final val rating_accuracy
+(the headline mode's: fine-tuned for FedAvg); a candidate with a diverged seed-0 run is none.
+"""
+from __future__ import annotations
+
+import os
+
+from analysis import study as S
+
+ALGOS = {"fedrecon": 0.5, "fedavg": 0.1, "stateful_fedavg": 0.2}  # Baselines' unseen-user client rates
+ZS = (0.0, 1.0, 2.0, 4.0, 8.0)
+FIXED = (0.3, 1.0, 3.0, 10.0)
+QUANTILES = (0.5, 0.9)
+SERVER = (0.5, 1.0)
+METRIC = "rating_accuracy"
+PRESET = "+sweep=movielens_dp_study"
+CLIP_KEYS = ["dp.name", "dp.clip", "dp.target_quantile"]
+RATE_KEYS = ["algo.client_optimizer.learning_rate", "algo.server_optimizer.learning_rate"]
+
+
+def clips() -> dict:
+    """Clip candidates: name -> the dp overrides that make it."""
+    out = {f"fixed{c:g}": {"dp.name": "gaussian_fixed", "dp.clip": c, "dp.target_quantile": 0.5} for c in FIXED}
+    out.update({f"adaptive{q:g}": {"dp.name": "gaussian_adaptive", "dp.clip": 0.1, "dp.target_quantile": q}
+                for q in QUANTILES})
+    return out
+
+
+def _ov(values: dict) -> list[str]:
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def _zs(zs) -> str:
+    return ",".join(f"{z:g}" for z in zs)
+
+
+def run(study: S.Study, args) -> list[str]:
+    for algo, lr in ALGOS.items():
+        for name, dp in clips().items():
+            study.sweep(f"clip/{algo}/{name}", [PRESET, f"+algo={algo}", f"dp.noise_multiplier={_zs(ZS)}", "seed=0",
+                                                *_ov(dp), f"{RATE_KEYS[0]}={lr}", f"{RATE_KEYS[1]}=1.0"])
+    if study.dry_run:
+        return []
+    group = ["algo", "dp.noise_multiplier"]
+    clip_picks = S.pick(study.runs("clip"), group, CLIP_KEYS, METRIC)
+    picks = {g: {**dict(zip(CLIP_KEYS, p["pick"])), RATE_KEYS[0]: ALGOS[g[0]], RATE_KEYS[1]: 1.0}
+             for g, p in clip_picks.items()}
+    rate_picks = {}
+    if not args.reduced:
+        for (algo, z), chosen in picks.items():
+            lr = ALGOS[algo]
+            study.sweep(f"rates/{algo}/z{z:g}", [PRESET, f"+algo={algo}", f"dp.noise_multiplier={z:g}", "seed=0",
+                                                 *_ov({k: chosen[k] for k in CLIP_KEYS}),
+                                                 f"{RATE_KEYS[0]}={lr / 2:g},{lr:g},{lr * 2:g}",
+                                                 f"{RATE_KEYS[1]}={','.join(f'{s:g}' for s in SERVER)}"])
+        rate_picks = S.pick(study.runs("rates"), group, RATE_KEYS, METRIC)
+        for g, p in rate_picks.items():
+            picks[g].update(dict(zip(RATE_KEYS, p["pick"])))
+    for (algo, z), chosen in picks.items():
+        study.sweep(f"final/{algo}/z{z:g}", [PRESET, f"+algo={algo}", f"dp.noise_multiplier={z:g}", "seed=0,1,2",
+                                             *_ov(chosen)])
+        if z == 0:
+            rates = _ov({k: chosen[k] for k in RATE_KEYS})
+            off = ["dp=none", "dp.name=none"]  # the preset's own dp values come after the group
+            study.sweep(f"ablation/{algo}/examples", [PRESET, f"+algo={algo}", *off, "seed=0,1,2", *rates])
+            study.sweep(f"ablation/{algo}/uniform", [PRESET, f"+algo={algo}", *off, "algo.client_weighting=uniform",
+                                                     "seed=0,1,2", *rates])
+    return _report(study, picks, clip_picks, rate_picks)
+
+
+def _report(study: S.Study, picks, clip_picks, rate_picks) -> list[str]:
+    from analysis import plot, table
+
+    out = [study.write("picks.json", {f"{a}@{z:g}": p for (a, z), p in sorted(picks.items())})]
+    out.append(_tuning_md(study, clip_picks, rate_picks))
+    final = os.path.join(study.out, "final")
+    t = table.Table(study.runs("final"), [METRIC, "rmse"], "test", rows=["algo", "eval_mode", "dp.noise_multiplier"],
+                    client_stats=["p10"], reference="fedavg:finetune")
+    out += t.write(final, "table")
+    a = table.Table(study.runs("ablation", "final/fedrecon/z0", "final/fedavg/z0", "final/stateful_fedavg/z0"),
+                    [METRIC, "rmse"], "test", rows=["algo", "eval_mode", "dp.name", "algo.client_weighting"])
+    out += a.write(os.path.join(study.out, "ablation"), "table")
+    for m in (METRIC, "rmse"):
+        out += plot.plot_against(study.runs("final"), final, "privacy.epsilon", m)
+    out.append(study.write("tuned.yaml", _tuned_yaml(picks)))
+    return out
+
+
+def _tuning_md(study: S.Study, clip_picks, rate_picks) -> str:
+    lines = ["| algo | z | stage | candidate | val " + METRIC + " |", "|---|---|---|---|---|"]
+    for stage, picks, keys in (("clip", clip_picks, CLIP_KEYS), ("rates", rate_picks, RATE_KEYS)):
+        for (algo, z), p in sorted(picks.items()):
+            for cand, v in sorted(p["scores"].items(), key=lambda t: -t[1]):
+                mark = " **(picked)**" if cand == p["pick"] else ""
+                lines.append(f"| {algo} | {z:g} | {stage} | {', '.join(f'{k}={c}' for k, c in zip(keys, cand))}"
+                             f"{mark} | {v:.4f} |")
+            for cand in p["unstable"]:
+                lines.append(f"| {algo} | {z:g} | {stage} | {', '.join(f'{k}={c}' for k, c in zip(keys, cand))} | "
+                             "diverged |")
+    path = os.path.join(study.out, "tuning.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def _tuned_yaml(picks) -> str:
+    """The preset's `tuned:` block for these picks."""
+    rows = [f"  - {{when: {{algo.name: {a}, dp.noise_multiplier: {z:g}}}, set: {{"
+            + ", ".join(f"{k}: {v}" for k, v in p.items()) + "}}" for (a, z), p in sorted(picks.items())]
+    return "tuned:\n" + "\n".join(rows) + "\n"
