@@ -37,6 +37,14 @@ def engines(*names: str) -> list:
     return [pytest.param(n, marks=pytest.mark.tff) if n == "tff" else n for n in names]
 
 
+def new_jax() -> bool:
+    """jax 0.5 or newer (the `modern` environment): another XLA, which may round a
+    differently built program differently in the last bit."""
+    import jax
+
+    return tuple(int(p) for p in jax.__version__.split(".")[:2]) >= (0, 5)
+
+
 def build(algo: str, engine: str, task_args, run_dir, *overrides):
     """(algorithm, data, (train, val, test) populations) of `+algo=<algo> engine=<engine>`
     with task_args (a ratings file: the tiny MovieLens task) and overrides."""

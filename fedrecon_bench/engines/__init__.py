@@ -49,7 +49,6 @@ def check(cfg, spec, engine: str) -> None:
     """One line for an algorithm or a key value `engine` cannot run, naming the fix."""
     from fedrecon_bench import algorithms, schema
 
-    installed(engine)
     why = algorithms.refusal(spec.name, engine)
     if why is not None:
         algorithms.get(spec.name, engine)  # raises the algorithm's one-line refusal
@@ -57,3 +56,4 @@ def check(cfg, spec, engine: str) -> None:
         if ek.engine != engine and schema.select(cfg, ek.key) == ek.value:
             raise UserError(f"{ek.key}={_shown(ek.value)} with +algo={spec.name} is not available on "
                             f"engine={engine} ({ek.why}); use engine={ek.engine}")
+    installed(engine)  # last: a refusal above names a fix that holds in every environment
