@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# engine=fast on the lent GPU machine, in one device call of at most 8 minutes: installs the
+# engine=fast on a GPU machine without network, in one run of at most 8 minutes: installs the
 # carried wheels into the image's Python 3.12 (which has JAX, CUDA, NumPy 2 and the rest),
 # unpacks the carried data, and runs benchmarks/device_runs.py's four cases; $OUT gets
 # device.json (s/round, whole process, peak GPU memory, JAX device per case), a log per
 # case and nvidia-smi's view.
 #
 #   here, once:   bash benchmarks/device_bundle.sh             (writes .device-bundle/)
-#   the call:     command "bash benchmarks/device.sh", carry [".device-bundle"], timeout 540 s
+#   there:        bash benchmarks/device.sh   (.device-bundle/ copied along; allow 480 s; $OUT set)
 #   CPU test:     JAX_PLATFORMS=cpu PYTHON=<a Python 3.12 with JAX and pip> OUT=/tmp/out \
 #                 bash benchmarks/device.sh --quick
 # Extra arguments go to device_runs.py (--quick, --cases a,b, --deadline S).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Here, before a device call: what benchmarks/device.sh needs on the device machine, which has
+# Here, before a GPU run: what benchmarks/device.sh needs on the device machine, which has
 # Python 3.12, JAX, NumPy, pandas, pyarrow, scipy, tqdm, psutil, PyYAML and h5py, but no
-# network. Writes .device-bundle/ (git-ignored; carry it): wheels/ with the pure-Python
+# network. Writes .device-bundle/ (git-ignored; copy it along): wheels/ with the pure-Python
 # packages the suite adds (Hydra, OmegaConf, the ANTLR runtime; the versions uv.lock pins for
 # the `modern` group) and data.tar.gz with the real MovieLens, LEAF EMNIST and Shakespeare
 # files from $FEDRECON_BENCH_DATA (default ../shared/data), compressed to fit the 64 MiB that

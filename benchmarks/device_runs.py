@@ -8,7 +8,7 @@ checkpoint_every=0`) and records: s/round (the median training round after the f
 which compiles; and the first round), the loop's time (summary.json `wall_s`), the whole
 process's time, peak accelerator memory (JAX's allocator `peak_bytes_in_use`, read in
 the child at exit) and the JAX device (summary.json `device`). Only `device.json` and one
-log per case go to --out (the device tool brings back 8 files); run dirs and the synthetic
+log per case go to --out (at most 8 files come back from such a machine); run dirs and the synthetic
 database stay in --work. The JSON is rewritten after every case, and every case gets what
 is left of --deadline, so a call stopped at its limit keeps the cases that finished.
 
@@ -26,6 +26,7 @@ import os
 import pathlib
 import platform
 import runpy
+import shutil
 import statistics
 import subprocess
 import sys
@@ -68,6 +69,8 @@ def child(stats_path: str, overrides: list[str]) -> None:
 
 def run_case(name: str, overrides: list[str], out: pathlib.Path, work: pathlib.Path, timeout: float) -> dict:
     run_dir, stats = work / name, work / f"{name}.mem.json"
+    shutil.rmtree(run_dir, ignore_errors=True)  # a completed run dir would be kept, not rerun
+    stats.unlink(missing_ok=True)
     cmd = [sys.executable, __file__, "--child", str(stats), "--", *overrides, "logger=none",
            "checkpoint_every=0", f"hydra.run.dir={run_dir}"]
     t = time.time()
