@@ -1,20 +1,33 @@
 # Two commands: `make run` (locked env + the main command) and `make test`.
 # uv is installed with pip when missing; everything else comes from uv.lock.
+# `make test-modern`: engine=fast's tests (every test not marked `tff`) in the TF-free
+# `modern` environment (today's JAX, NumPy 2; pyproject.toml), in .venv-modern.
 PY ?= python3
 UV = $$(command -v uv 2>/dev/null || echo "$$HOME/.local/bin/uv")
 ARGS ?=
+MODERN_PY ?= 3.11
+MODERN = UV_PROJECT_ENVIRONMENT=.venv-modern $(UV)
+MODERN_GROUPS = --locked --no-default-groups --group modern --python $(MODERN_PY)
 
-.PHONY: env run test bench clean paper-movielens dp-study participation-study
-env:
+.PHONY: uv env env-modern run test test-modern bench clean paper-movielens dp-study participation-study
+uv:
 	@command -v uv >/dev/null 2>&1 || [ -x "$$HOME/.local/bin/uv" ] || \
 	  $(PY) -m pip install --quiet uv || $(PY) -m pip install --quiet --user uv
+
+env: uv
 	$(UV) sync --locked --python 3.11
+
+env-modern: uv
+	$(MODERN) sync $(MODERN_GROUPS)
 
 run: env
 	$(UV) run --locked python -m fedrecon_bench +task=movielens +algo=fedrecon $(ARGS)
 
 test: env
 	$(UV) run --locked pytest -q $(ARGS)
+
+test-modern: env-modern
+	$(MODERN) run $(MODERN_GROUPS) pytest -q -m "not tff" $(ARGS)
 
 bench: env
 	$(UV) run --locked python benchmarks/tutorial_vs_bench.py $(ARGS)

@@ -11,6 +11,8 @@ import math
 import jax
 import numpy as np
 
+from fedrecon_bench.engines.fast import jax_compat  # noqa: F401  (one random stream on every JAX line)
+
 
 def _key(seed: int, k: int):
     return jax.random.fold_in(jax.random.PRNGKey(seed), k)

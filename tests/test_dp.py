@@ -27,6 +27,7 @@ SE_BOUND = 5  # statistical checks: within 5 standard errors (fails by chance ~1
 # --------------------------------------------------------------------------
 # noise 0: the two engines agree
 # --------------------------------------------------------------------------
+@pytest.mark.tff
 @pytest.mark.parametrize("algo", ["fedrecon", "fedavg"])
 @pytest.mark.parametrize("dp", [FIXED, ADAPTIVE], ids=["fixed", "adaptive"])
 def test_dp_engines_agree_at_noise_zero(tiny_ratings, tmp_path, algo, dp):
@@ -35,14 +36,17 @@ def test_dp_engines_agree_at_noise_zero(tiny_ratings, tmp_path, algo, dp):
     _compare(algo, tiny_ratings, tmp_path, "clients_per_round=6", *dp, rounds=3)
 
 
+@pytest.mark.tff
 def test_stateful_dp_engines_agree_at_noise_zero(tiny_ratings, tmp_path):
     _compare("stateful_fedavg", tiny_ratings, tmp_path, "clients_per_round=6", *ADAPTIVE, rounds=2)
 
 
+@pytest.mark.tff
 def test_uniform_weighting_engines_agree(tiny_ratings, tmp_path):
     _compare("fedavg", tiny_ratings, tmp_path, "algo.client_weighting=uniform", rounds=1)
 
 
+@pytest.mark.tff
 def test_tff_factory_is_tffs_dp_aggregator_with_the_defaults():
     import tensorflow_federated as tff
 

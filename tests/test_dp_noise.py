@@ -121,6 +121,7 @@ def test_fast_noise_is_the_same_after_a_checkpoint_and_resume(tiny_ratings, tmp_
 # --------------------------------------------------------------------------
 # engine=tff (fedrecon_bench/engines/tff/dp.py: TFF's DifferentiallyPrivateFactory)
 # --------------------------------------------------------------------------
+@pytest.mark.tff
 def test_tff_noise_has_the_right_std_on_every_variable_and_is_new_every_round():
     """40 rounds of the factory's aggregation process on the model's global variables
     (TFF's process is slow per call: the scalar's check is loose, the tables' tight)."""
@@ -175,6 +176,7 @@ def _check_adaptive_query(q, z, m, clip, quantile, lr, sigma_c):
     assert num.noise_multiplier ** -2 + (0.5 / count.numerator_state.stddev) ** 2 == approx(z ** -2)
 
 
+@pytest.mark.tff
 def test_tff_factory_constants_are_pinned():
     """Clip, noise multipliers, target quantile, learning rate and the zeroing constants,
     read from the built aggregation processes' initial state (and the zeroing threshold

@@ -7,7 +7,10 @@ import urllib.error
 
 import numpy as np
 import pytest
-import tensorflow as tf
+try:
+    import tensorflow as tf
+except ImportError:  # the TF-free `modern` environment: the tests using it are marked tff
+    tf = None
 from omegaconf import OmegaConf
 
 from conftest import compose
@@ -94,7 +97,12 @@ def test_leaf_loader_reads_every_writer_exactly(leaf_dir, tmp_path):
     assert held and set(held) <= set(test_src)
     assert held == {w: source_set(test_src[w]) for w in held}
     assert data.info["num_classes"] == 62 and data.info["cache"] == {"train": "miss", "test": "miss"}
-    # Batches carry float pixels in 0..1 (the file's values) and int32 labels of shape [n, 1].
+
+
+@pytest.mark.tff
+def test_leaf_batches_for_engine_tff_carry_float_pixels_and_int_labels(leaf_dir, tmp_path):
+    """engine=tff's batches: float pixels in 0..1 (the file's values), int32 labels [n, 1]."""
+    data = load(leaf_dir, tmp_path / "cache", split_by="example")
     task = em.EMNIST(task_cfg(batch_size=2), "unused", 0)
     b = next(iter(task.client_dataset(data.train.examples[0])))
     assert b["x"].shape == (2, 28, 28, 1) and b["x"].dtype == tf.float32 and b["y"].shape == (2, 1)
@@ -139,6 +147,10 @@ def test_cap_and_only_digits(leaf_dir, tmp_path):
     assert all(len(ex["y"]) <= 2 for ex in data.train.examples)
     assert all(int(ex["y"].max()) < 10 for ex in data.train.examples if len(ex["y"]))
     assert data.info["num_classes"] == 10 and len(data.train) == 10  # every writer has a digit
+
+
+@pytest.mark.tff
+def test_only_digits_keras_model_has_ten_outputs():
     parts = em.EMNIST(task_cfg(only_digits=True), "unused", 0).keras_parts({})
     assert parts.model.output_shape == (None, 10)
 
@@ -251,6 +263,7 @@ def test_bad_task_config_and_missing_data_are_user_errors(tmp_path):
 # --------------------------------------------------------------------------
 # TFF's federated EMNIST
 # --------------------------------------------------------------------------
+@pytest.mark.tff
 def test_tff_source_failure_is_a_user_error(tmp_path, monkeypatch):
     import tensorflow_federated as tff
 
@@ -316,6 +329,7 @@ def _counts(parts):
     return count(parts.global_layers), count(parts.local_layers)
 
 
+@pytest.mark.tff
 def test_partition_user_embedding_local_cnn_global():
     parts = em.EMNIST(task_cfg(user_embedding_dim=16), "unused", 0).keras_parts({})
     assert _counts(parts) == (CNN + (128 + 16) * 62 + 62, 16) == (1_207_582, 16)
@@ -332,6 +346,7 @@ def test_partition_user_embedding_local_cnn_global():
     assert np.abs(shift).max() > 1e-3
 
 
+@pytest.mark.tff
 def test_init_is_seeded():
     a = em.EMNIST(task_cfg(), "unused", 0).keras_parts({}).model.get_weights()
     b = em.EMNIST(task_cfg(), "unused", 0).keras_parts({}).model.get_weights()
@@ -341,6 +356,7 @@ def test_init_is_seeded():
     assert not np.array_equal(a[0], c[0])
 
 
+@pytest.mark.tff
 def test_fedrecon_server_state_holds_only_global_variables():
     import tensorflow_federated as tff
 

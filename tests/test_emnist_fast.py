@@ -5,7 +5,9 @@ dropout masks; the dropout tests check that the switch works in both engines."""
 import jax
 import numpy as np
 import pytest
-import tensorflow as tf
+
+pytestmark = pytest.mark.tff  # every test compares with Keras
+tf = pytest.importorskip("tensorflow", reason="compares with Keras: needs TensorFlow (not in the `modern` environment)")
 
 from conftest import compose
 import tasks.emnist as em

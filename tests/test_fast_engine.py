@@ -6,6 +6,7 @@ import pytest
 from conftest import compose
 from test_per_client import Collector, pooled_from_records
 
+pytestmark = pytest.mark.tff  # engine=tff is the reference
 RTOL, ATOL = 1e-5, 1e-6
 
 

@@ -28,6 +28,7 @@ def test_fedavg_user_embedding_is_one_shared_global_vector(tiny_ratings, tmp_pat
     assert summary["comm"]["total_bytes_down"] == 2 * 4 * per_client
 
 
+@pytest.mark.tff
 def test_fedavg_and_fedrecon_measure_the_same_examples(tiny_ratings):
     """Both evaluate on the odd (measuring) batches of each eval user."""
     import tasks
@@ -44,6 +45,7 @@ def test_fedavg_and_fedrecon_measure_the_same_examples(tiny_ratings):
                                   np.arange(5, 10))
 
 
+@pytest.mark.tff
 def test_finetune_never_sees_the_measured_half(tiny_ratings, monkeypatch):
     import tasks
     from fedrecon_bench.algorithms.fedavg.tff import FedAvg
@@ -70,6 +72,7 @@ def test_finetune_never_sees_the_measured_half(tiny_ratings, monkeypatch):
     assert res["finetune"]["loss"] != pytest.approx(res["global"]["loss"], rel=1e-6)
 
 
+@pytest.mark.tff
 def test_finetune_with_zero_steps_of_learning_equals_the_global_model(tiny_ratings):
     import tasks
     from fedrecon_bench.algorithms.fedavg.tff import FedAvg

@@ -125,6 +125,7 @@ def _steps(opt_cfg, grads, w0=1.0):
     return out
 
 
+@pytest.mark.tff
 def test_nesterov_momentum_steps_as_keras_sgd_nesterov():
     out = _steps({"name": "sgdm", "learning_rate": 0.1, "momentum": 0.9, "nesterov": True}, [1.0, 2.0])
     # acc1 = 1, w1 = 1 - 0.1 (1 + 0.9) = 0.81; acc2 = 0.9 + 2 = 2.9, w2 = 0.81 - 0.1 (2 + 2.61) = 0.349
@@ -132,6 +133,7 @@ def test_nesterov_momentum_steps_as_keras_sgd_nesterov():
         assert fast == pytest.approx(want, rel=1e-6) and tff == pytest.approx(want, rel=1e-6)
 
 
+@pytest.mark.tff
 def test_yogi_with_the_authors_accumulator_and_initial_step():
     cfg = {"name": "yogi", "learning_rate": 0.1, "beta_2": 0.99, "epsilon": 1e-3,
            "initial_accumulator_value": 0.0, "initial_step": 1}

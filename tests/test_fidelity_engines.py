@@ -29,6 +29,7 @@ AGG = ("split.train.mode=aggregated", "split.eval.mode=aggregated", "split.train
      "+algo.reconstruction_optimizer.initial_accumulator_value=0.5"),  # the authors' optimizer flags
     ("task.train_fraction=0.6", "task.val_fraction=0.2", "task.preparation=authors"),
 ])
+@pytest.mark.tff
 def test_fedrecon_options_engines_agree(tiny_ratings, tmp_path, overrides):
     ev = _compare("fedrecon", tiny_ratings, tmp_path, *overrides)
     assert ev[""]["loss"] > 0
@@ -54,6 +55,7 @@ def test_round0_evaluation_quirk_reconstructs_nothing(tiny_ratings, tmp_path):
     ("algo.client_epochs=2", "algo.client_steps_max=5"),           # the authors' FedAvg recipe, scaled
     ("algo.client_weighting=uniform", "algo.eval=finetune"),
 ])
+@pytest.mark.tff
 def test_fedavg_options_engines_agree(tiny_ratings, tmp_path, overrides):
     _compare("fedavg", tiny_ratings, tmp_path, *overrides)
 
@@ -63,6 +65,7 @@ def test_fedavg_options_engines_agree(tiny_ratings, tmp_path, overrides):
     ("fedrecon", ("algo.client_weighting=tokens",) + AGG),
     ("fedavg", ("algo.client_weighting=uniform", "task.masked_loss=false")),
 ])
+@pytest.mark.tff
 def test_nwp_options_engines_agree(nwp_args, tmp_path, algo, overrides):  # noqa: F811
     _compare(algo, nwp_args, tmp_path, *overrides)
 
@@ -92,6 +95,7 @@ def test_split_seed_fixes_the_split_and_not_the_weights(tiny_ratings):
     ("fedrecon", "algo.evaluate_reconstruction=true", "algo.evaluate_reconstruction=true"),
     ("fedavg", "algo.client_weighting=tokens", "algo.client_weighting=tokens"),
 ])
+@pytest.mark.tff
 def test_fast_only_options_are_refused_on_tff(nwp_args, tmp_path, algo, override, key):  # noqa: F811
     base = [f"+algo={algo}", *nwp_args, override]
     with pytest.raises(UserError) as e:

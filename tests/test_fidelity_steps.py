@@ -44,6 +44,7 @@ def _fast(n, round_num=1, **kw):
                  for part in parts)
 
 
+@pytest.mark.tff
 @pytest.mark.parametrize("n,p,agg_r,agg_p,skip_r,skip_p", TABLE)
 def test_split_strategies_put_each_batch_where_the_authors_do(n, p, agg_r, agg_p, skip_r, skip_p):
     for engine in (_tff, _fast):
@@ -53,6 +54,7 @@ def test_split_strategies_put_each_batch_where_the_authors_do(n, p, agg_r, agg_p
         assert _tff(n) == _fast(n) == (skip_r, skip_p)
 
 
+@pytest.mark.tff
 def test_growing_reconstruction_epochs_run_min_round_max_epochs_then_the_cap():
     # 5 batches, disjoint: recon part [0, 2, 4]; max 3 epochs, at most 7 steps.
     kw = dict(recon_epochs=3, recon_epochs_constant=False, recon_steps_max=7)

@@ -48,6 +48,7 @@ TASKS = [
 ]
 
 
+@pytest.mark.tff
 @pytest.mark.parametrize("overrides,info", TASKS)
 def test_keras_model_starts_from_the_jax_initial_weights(overrides, info):
     task, info = _task(*overrides, info=info)

@@ -28,6 +28,7 @@ def _nwp(so_dir, *overrides):
     return cfg, task, task.load()
 
 
+@pytest.mark.tff
 def test_synthetic_stackoverflow_is_read_by_tffs_own_loader(so_dir):
     import tensorflow_federated as tff
 
@@ -50,6 +51,7 @@ def test_synthetic_stackoverflow_is_read_by_tffs_own_loader(so_dir):
     assert list(counts)[0] == "w0" and counts["w0"] <= info["clients"]["train"]  # users, not uses
 
 
+@pytest.mark.tff
 def test_synthetic_emnist_is_read_by_tffs_own_loader(tmp_path):
     import tensorflow_federated as tff
 
@@ -77,6 +79,14 @@ def test_a_round_reads_only_its_sampled_clients(so_dir):
     train.prefetch([7, 9])  # the next round, read in the background
     sel = train.select([7, 9])
     assert data.train.reads == 7 and sel.data["x"].shape[:2] == (2, sel.data["mask"].shape[1])
+
+
+@pytest.mark.tff
+def test_an_engine_tff_round_reads_only_its_sampled_clients(so_dir):
+    from fedrecon_bench import algorithms, engines
+
+    cfg, task, data = _nwp(so_dir)
+    algo = algorithms.get("fedrecon", "fast")(task, data.info, cfg)
     tff_train = engines.get("tff").populations(task, data, algo)[0]
     before = data.train.reads
     assert len(tff_train.select([20, 21])) == 2 and data.train.reads == before + 2

@@ -4,7 +4,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from tasks.movielens import MovieLens
-from tasks.movielens.keras_model import PenalizedMSE, RatingAccuracy, RMSE
+
+pytestmark = pytest.mark.tff  # the Keras model and metrics (engine=tff)
+pytest.importorskip("tensorflow", reason="the Keras model: needs TensorFlow (not in the `modern` environment)")
+from tasks.movielens.keras_model import PenalizedMSE, RatingAccuracy, RMSE  # noqa: E402
 
 Y = np.array([[4.0], [3.0], [5.0], [1.0]], np.float32)
 P = np.array([[4.4], [2.0], [5.6], [1.5]], np.float32)  # errors 0.4, -1.0, 0.6, 0.5

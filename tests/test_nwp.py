@@ -13,7 +13,10 @@ import urllib.error
 import h5py
 import numpy as np
 import pytest
-import tensorflow as tf
+try:
+    import tensorflow as tf
+except ImportError:  # the TF-free `modern` environment: the tests using it are marked tff
+    tf = None
 from omegaconf import OmegaConf
 
 from conftest import ROOT, compose
@@ -240,6 +243,7 @@ def _shapes(layers):
     return sorted(tuple(w.shape.as_list()) for l in layers for w in l.weights)
 
 
+@pytest.mark.tff
 def test_local_variables_are_exactly_the_oov_rows_and_each_id_reads_its_embedding():
     import tensorflow_federated as tff
 
@@ -266,6 +270,7 @@ def test_local_variables_are_exactly_the_oov_rows_and_each_id_reads_its_embeddin
         np.testing.assert_array_equal(got[i], expected[i], err_msg=f"token id {i}")
 
 
+@pytest.mark.tff
 def test_oov_tokens_give_gradient_only_to_local_rows():
     parts = _task(embedding_dim=2).keras_parts({})
     x = np.array([[6, 4, 5, 4]], np.int64)  # BOS then OOV ids only
@@ -278,6 +283,7 @@ def test_oov_tokens_give_gradient_only_to_local_rows():
     assert np.any(dg[V + 1] != 0) and np.all(np.any(tf.convert_to_tensor(dl).numpy() != 0, axis=1))
 
 
+@pytest.mark.tff
 def test_local_oov_output_splits_the_logits_at_the_oov_columns():
     parts = _task(embedding_dim=2, projection_dim=2, local_oov_output=True).keras_parts({})
     assert _shapes(parts.local_layers) == sorted([(2, K), (K,), (K, 2)])  # kernel, bias, OOV rows
@@ -290,6 +296,7 @@ def test_local_oov_output_splits_the_logits_at_the_oov_columns():
     np.testing.assert_array_equal(logits, [100, 101, 102, 103, -1, -2, 104, 105])
 
 
+@pytest.mark.tff
 def test_local_oov_false_makes_everything_global_with_the_same_model():
     local = _task(local_oov_output=True).keras_parts({})
     allg = _task(local_oov_output=True, local_oov=False).keras_parts({})
@@ -320,6 +327,7 @@ def _logits():
     return z
 
 
+@pytest.mark.tff
 def test_masked_metrics_match_hand_computed_values():
     mets = _task().metrics_fn()()
     for m in mets:
@@ -330,6 +338,7 @@ def test_masked_metrics_match_hand_computed_values():
                                  "accuracy_no_oov_no_eos": 2 / 3, "num_tokens": 7})
 
 
+@pytest.mark.tff
 def test_metrics_aggregate_by_summing_variables_across_clients():
     whole = _task().metrics_fn()()
     a, b, merged = _task().metrics_fn()(), _task().metrics_fn()(), _task().metrics_fn()()
@@ -346,6 +355,7 @@ def test_metrics_aggregate_by_summing_variables_across_clients():
     assert [float(m.result()) for m in a] == pytest.approx([2 / 3, 1 / 2, 1 / 1, 3])
 
 
+@pytest.mark.tff
 def test_loss_is_cross_entropy_over_non_pad_positions():
     expected = (5 * math.log(4.5) + 2 * math.log(9)) / 7  # hits -ln(2/9), misses -ln(1/9)
     loss = _task().loss_fn()()
@@ -359,6 +369,7 @@ def test_loss_is_cross_entropy_over_non_pad_positions():
 # --------------------------------------------------------------------------
 # Stack Overflow: offline failure, paper's cap and date order (TFF's synthetic data)
 # --------------------------------------------------------------------------
+@pytest.mark.tff
 def test_stackoverflow_offline_is_a_one_line_user_error(tmp_path, monkeypatch):
     import tensorflow_federated as tff
 

@@ -7,7 +7,9 @@ import itertools
 import jax
 import numpy as np
 import pytest
-import tensorflow as tf
+
+pytestmark = pytest.mark.tff  # every test compares with Keras
+tf = pytest.importorskip("tensorflow", reason="compares with Keras: needs TensorFlow (not in the `modern` environment)")
 
 from conftest import compose
 from tasks import nwp

@@ -1,21 +1,26 @@
 """Split functions: which batches reconstruct and which train/evaluate."""
 import pytest
-import tensorflow as tf
+try:
+    import tensorflow as tf
+except ImportError:  # the TF-free `modern` environment: the tests using it are marked tff
+    tf = None
 from omegaconf import OmegaConf
 
 from fedrecon_bench import splits
-from fedrecon_bench.engines.tff import split
 from fedrecon_bench.errors import UserError
 
 
 def _split(n_batches, **kw):
     cfg = OmegaConf.create({"mode": "disjoint", "recon_epochs": 1, "recon_steps_max": None,
                             "post_recon_epochs": 1, "post_recon_steps_max": None, **kw})
+    from fedrecon_bench.engines.tff import split
+
     ds = tf.data.Dataset.range(n_batches)  # element i stands for batch i
     recon, post = split.build(cfg, "split.train")(ds)
     return [int(x) for x in recon], [int(x) for x in post]
 
 
+@pytest.mark.tff
 def test_disjoint_uses_even_batches_for_reconstruction_and_odd_after():
     recon, post = _split(7)
     assert recon == [0, 2, 4, 6]
@@ -23,11 +28,13 @@ def test_disjoint_uses_even_batches_for_reconstruction_and_odd_after():
     assert not set(recon) & set(post)
 
 
+@pytest.mark.tff
 def test_reuse_uses_every_batch_for_both():
     recon, post = _split(5, mode="reuse")
     assert recon == post == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.tff
 def test_epochs_repeat_and_steps_cap_across_epochs():
     # The tutorial's exercise: 3 recon epochs <= 50 steps, 1 post-recon epoch <= 50 steps.
     recon, post = _split(10, recon_epochs=3, recon_steps_max=50, post_recon_steps_max=50)

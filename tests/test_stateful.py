@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import compose, crash_then_resume, untimed_rows
+from fedrecon_bench.algorithms import testing
 from test_fast_engine import _build
 
 
@@ -19,6 +20,7 @@ def _algo(tiny_ratings, tmp_path, store):
     return StatefulFedAvg(task, data.info, cfg, run_dir=str(tmp_path)), task, data
 
 
+@pytest.mark.tff
 @pytest.mark.parametrize("store", ["memory", "disk"])
 def test_client_resumes_from_exactly_the_local_state_it_left(tiny_ratings, tmp_path, store):
     algo, task, data = _algo(tiny_ratings, tmp_path, store)
@@ -49,6 +51,7 @@ def test_client_resumes_from_exactly_the_local_state_it_left(tiny_ratings, tmp_p
         assert m2["store_bytes"] == 2 * 4 * 4  # two clients, one float32 vector of 4
 
 
+@pytest.mark.tff
 def test_only_global_variables_are_aggregated(tiny_ratings, tmp_path):
     algo, task, data = _algo(tiny_ratings, tmp_path, "memory")
     state = algo.initialize()
@@ -73,7 +76,7 @@ def test_stateful_run_reports_fresh_and_reconstructed_evaluation(tiny_ratings, t
     assert s["comm"]["bytes_up_per_client"] == 25 * 50 * 4  # the user vectors never travel
 
 
-@pytest.mark.parametrize("engine", ["tff", "fast"])
+@pytest.mark.parametrize("engine", testing.engines("tff", "fast"))
 def test_stateful_resume_restores_the_client_store(tiny_ratings, tmp_path, monkeypatch, engine):
     from fedrecon_bench import algorithms
 
@@ -154,6 +157,7 @@ def test_seen_user_mode_keeps_ids_and_uses_stored_state(tiny_ratings, tmp_path):
     assert s["split_by"] == "example" and {"val", "val_stored", "test_stored"} <= s["final"].keys()
 
 
+@pytest.mark.tff
 def test_centralized_carries_global_variables_from_user_to_user(tiny_ratings, tmp_path):
     import tasks
     from fedrecon_bench import loop

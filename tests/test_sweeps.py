@@ -209,6 +209,7 @@ def test_plots_of_the_sweep(joblib_sweep, tmp_path):
         assert (out / f"{stem}.pdf").stat().st_size > 1000
 
 
+@pytest.mark.tff
 def test_recon_curve_of_a_fedrecon_run(joblib_sweep, tmp_path, capsys):
     from analysis import recon_curve
 

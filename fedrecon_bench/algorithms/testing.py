@@ -29,6 +29,22 @@ def movielens_args(ratings) -> list[str]:
     return ["+task=movielens", f"task.ratings_file={ratings}", "task.embedding_dim=4", "task.batch_size=3"]
 
 
+def engines(*names: str) -> list:
+    """Engine parameters for a test: engine=tff's carries the `tff` mark (skipped where
+    TensorFlow Federated is not installed, e.g. the `modern` environment)."""
+    import pytest
+
+    return [pytest.param(n, marks=pytest.mark.tff) if n == "tff" else n for n in names]
+
+
+def new_jax() -> bool:
+    """jax 0.5 or newer (the `modern` environment): another XLA, which may round a
+    differently built program differently in the last bit."""
+    import jax
+
+    return tuple(int(p) for p in jax.__version__.split(".")[:2]) >= (0, 5)
+
+
 def build(algo: str, engine: str, task_args, run_dir, *overrides):
     """(algorithm, data, (train, val, test) populations) of `+algo=<algo> engine=<engine>`
     with task_args (a ratings file: the tiny MovieLens task) and overrides."""

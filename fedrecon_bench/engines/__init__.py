@@ -10,12 +10,15 @@ halves in parallel files with the same name in both folders:
     split.py       which batches reconstruct and which train (fedrecon_bench/splits.py)
     weighting.py   a client's weight in the mean (fedrecon_bench/weighting.py)
 
-An Engine answers what the driver needs: `check` (refusals before anything loads),
-`start`, `populations`, `device` and `stats` (engine facts for summary.json).
+An Engine answers what the driver needs: `requires` (the modules it imports; `check`
+refuses an engine whose modules this environment lacks, e.g. engine=tff in the TF-free
+`modern` environment), `start`, `populations`, `device` and `stats` (engine facts for
+summary.json).
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 from fedrecon_bench.errors import UserError
 
@@ -27,6 +30,15 @@ def get(name: str):
     if name not in NAMES:
         raise UserError(f"engine={name!r} is unknown; use one of {', '.join(NAMES)}")
     return importlib.import_module(f"{__name__}.{name}").ENGINE
+
+
+def installed(name: str) -> None:
+    """One line if engine=<name> needs modules this environment does not have (found, not imported)."""
+    eng = get(name)
+    absent = [m for m in eng.requires if importlib.util.find_spec(m) is None]
+    if absent:
+        raise UserError(f"engine={name} needs {', '.join(absent)}, which this environment does not have; "
+                        f"{eng.install_hint}")
 
 
 def _shown(v) -> str:
@@ -44,3 +56,4 @@ def check(cfg, spec, engine: str) -> None:
         if ek.engine != engine and schema.select(cfg, ek.key) == ek.value:
             raise UserError(f"{ek.key}={_shown(ek.value)} with +algo={spec.name} is not available on "
                             f"engine={engine} ({ek.why}); use engine={ek.engine}")
+    installed(engine)  # last: a refusal above names a fix that holds in every environment

@@ -1,51 +1,53 @@
 """TFF's federated EMNIST (`emnist_all.sqlite`, 3,400 writers), read lazily.
 
 Writer ids and sizes come from the database's `client_metadata` table; a writer's
-images are read when a round (or an evaluation chunk) needs them, through TFF's own
-ClientData (`tff.simulation.datasets.emnist.load_data`, which downloads the database
-into the cache dir when it is missing). The populations are the ones data.py's
-`build_populations` makes from LEAF (same splits, shuffles and caps), without reading
-every writer first.
+images are read when a round (or an evaluation chunk) needs them, by TFF's own query,
+their tf.Example protos decoded without TensorFlow (tasks/tff_sqlite.py). Only a missing
+database needs TFF (`tff.simulation.datasets.emnist.load_data` downloads it into the cache
+dir). The populations are the ones data.py's `build_populations` makes from LEAF (same
+splits, shuffles and caps), without reading every writer first.
 """
 from __future__ import annotations
 
 import os
-import sqlite3
 
 import numpy as np
 
 from fedrecon_bench.errors import UserError
+from tasks import tff_sqlite
 from tasks.base import LazyClients
 from tasks.emnist.data import NUM_PIXELS, compact_pixels
 from tasks.movielens.data import split_users
 
 
-def _open(only_digits: bool, cache_dir: str):
-    call = f"tff.simulation.datasets.emnist.load_data(only_digits={only_digits}, cache_dir={cache_dir!r})"
-    try:
-        import tensorflow_federated as tff
-
-        return tff.simulation.datasets.emnist.load_data(only_digits=only_digits, cache_dir=cache_dir)
-    except Exception as e:  # URLError offline, a corrupt download, a missing sqlite table...
-        msg = " ".join(str(e).split())[:200]
-        raise UserError(
-            f"task.source=tff: {call} failed ({type(e).__name__}: {msg}); it downloads "
-            f"TFF's federated EMNIST (internet needed once, or put emnist_all.sqlite in {cache_dir}); "
-            f"or use the LEAF JSON under <data_dir>/femnist-leaf with task.source=leaf") from None
+LEAF = "use the LEAF JSON under <data_dir>/femnist-leaf with task.source=leaf"
 
 
-def _sizes(db: str, split: str) -> dict:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
-        return dict(con.execute("SELECT client_id, num_examples FROM client_metadata WHERE split_name = ?",
-                                (split,)).fetchall())
+def _open(only_digits: bool, cache_dir: str) -> tff_sqlite.SqlClientData:
+    db = os.path.join(cache_dir, "emnist_all.sqlite")
+    if not os.path.isfile(db):  # TFF downloads it
+        tff_sqlite.download_or_refuse("task.source=tff", db, LEAF)
+        call = f"tff.simulation.datasets.emnist.load_data(only_digits={only_digits}, cache_dir={cache_dir!r})"
+        try:
+            import tensorflow_federated as tff
+
+            tff.simulation.datasets.emnist.load_data(only_digits=only_digits, cache_dir=cache_dir)
+        except Exception as e:  # URLError offline, a corrupt download, a missing sqlite table...
+            msg = " ".join(str(e).split())[:200]
+            raise UserError(
+                f"task.source=tff: {call} failed ({type(e).__name__}: {msg}); it downloads "
+                f"TFF's federated EMNIST (internet needed once, or put emnist_all.sqlite in {cache_dir}); "
+                f"or {LEAF}") from None
+    return tff_sqlite.SqlClientData(db)
 
 
 def populations(only_digits: bool, cache_dir: str, split_by: str, seed: int, cap: int | None):
     """(train, val, test) LazyClients, as build_populations would make them."""
-    train_cd, test_cd = _open(only_digits, cache_dir)
-    db = os.path.join(cache_dir, "emnist_all.sqlite")
+    sql = _open(only_digits, cache_dir)
+    db = sql.path
     prefix = "digits_only" if only_digits else "all"
-    n_train, n_test = _sizes(db, f"{prefix}_train"), _sizes(db, f"{prefix}_test")
+    train_cd, test_cd = f"{prefix}_train", f"{prefix}_test"  # the two splits TFF's load_data opens
+    n_train, n_test = sql.sizes(train_cd), sql.sizes(test_cd)
     writers = sorted(w for w, n in n_train.items() if n > 0)  # writers with train data
     if not writers:
         raise UserError(f"{db}: no writer has training examples; check the database")
@@ -53,10 +55,11 @@ def populations(only_digits: bool, cache_dir: str, split_by: str, seed: int, cap
     capped = lambda n: min(n, cap) if cap else n
 
     def images(cd, w):
-        if w not in (n_train if cd is train_cd else n_test):
+        if w not in (n_train if cd == train_cd else n_test):
             return np.zeros((0, NUM_PIXELS), np.uint8), np.zeros((0,), np.uint8)
-        b = next(iter(cd.serializable_dataset_fn(w).batch(1 << 20)))
-        return compact_pixels(b["pixels"].numpy().reshape(-1, NUM_PIXELS)), b["label"].numpy().astype(np.uint8)
+        rows = sql.examples(cd, w)
+        pixels = np.stack([e["pixels"] for e in rows]).reshape(-1, NUM_PIXELS)
+        return compact_pixels(pixels), np.array([e["label"][0] for e in rows]).astype(np.uint8)
 
     def shuffled(w, x, y, salt):  # as build_populations: one generator per writer
         perm = np.random.default_rng([seed, 1, salt, k_of[w]]).permutation(len(y))

@@ -1,12 +1,12 @@
 """Stack Overflow (TFF's SQLite database), read lazily.
 
 Client ids and sizes come from the database's `client_metadata` table (no example is
-read); a client's sentences are read when a round needs them, through TFF's own
-`ClientData` for that split (`tff.simulation.datasets.stackoverflow.load_data`, which
-parses the stored tf.Example protos). The word counts come from TFF's extracted
-`datasets/stackoverflow.word_count` file when it is there ("word count" lines, most
-frequent first), else from TFF's `load_word_counts` (which downloads and checks the
-archive's sha256).
+read); a client's sentences are read when a round needs them, by TFF's own query, and
+their tf.Example protos are decoded without TensorFlow (tasks/tff_sqlite.py). The word
+counts come from TFF's extracted `datasets/stackoverflow.word_count` file when it is there
+("word count" lines, most frequent first). Only a missing database or word-count file
+needs TFF (`tff.simulation.datasets.stackoverflow.load_data` / `load_word_counts` download
+them and check the archives' sha256).
 
 Files, as TFF's loaders place them under the cache dir:
     <cache>/stackoverflow.sqlite
@@ -20,10 +20,12 @@ import sqlite3
 import time
 
 from fedrecon_bench.errors import UserError
+from tasks import tff_sqlite
 
 DB_NAME = "stackoverflow.sqlite"
 WORD_COUNT = os.path.join("datasets", "stackoverflow.word_count")
 SPLITS = ("train", "heldout", "test")
+_SYNTH = "generate a synthetic one with `python -m fedrecon_bench.synth stackoverflow --out <data_dir>`"
 
 
 def _offline(cache_dir: str, e: Exception) -> UserError:
@@ -31,14 +33,14 @@ def _offline(cache_dir: str, e: Exception) -> UserError:
     return UserError(
         f"task.source=stackoverflow: could not download or open TFF's Stack Overflow data in "
         f"{cache_dir} ({type(e).__name__}: {msg}); it needs internet access once (several GB), "
-        f"or generate a synthetic one with `python -m fedrecon_bench.synth stackoverflow --out <data_dir>`, "
-        "or use task.source=shakespeare")
+        f"or {_SYNTH}, or use task.source=shakespeare")
 
 
 def word_counts(cache_dir: str, vocab_size: int) -> collections.OrderedDict:
     """The first `vocab_size` entries of TFF's word counts (most frequent first)."""
     path = os.path.join(cache_dir, WORD_COUNT)
     if not os.path.isfile(path):
+        tff_sqlite.download_or_refuse("task.source=stackoverflow", path, _SYNTH)
         import tensorflow_federated as tff
 
         try:
@@ -72,28 +74,27 @@ def client_sizes(db_path: str, split: str) -> dict:
 
 
 class Database:
-    """TFF's three ClientData of one database, opened once (`open_s`: the time TFF took)."""
+    """One database (`open_s`: the time opening it took, a download included)."""
 
     def __init__(self, cache_dir: str):
-        import tensorflow_federated as tff
-
         self.cache_dir, self.path = cache_dir, os.path.join(cache_dir, DB_NAME)
         t = time.perf_counter()
-        try:  # downloads only when the database is missing
-            splits = tff.simulation.datasets.stackoverflow.load_data(cache_dir=cache_dir)
-        except Exception as e:
-            raise _offline(cache_dir, e) from None
+        if not os.path.isfile(self.path):
+            tff_sqlite.download_or_refuse("task.source=stackoverflow", self.path, _SYNTH)
+            import tensorflow_federated as tff
+
+            try:  # downloads the database
+                tff.simulation.datasets.stackoverflow.load_data(cache_dir=cache_dir)
+            except Exception as e:
+                raise _offline(cache_dir, e) from None
+        self.db = tff_sqlite.SqlClientData(self.path)
         self.open_s = time.perf_counter() - t
-        self.splits = dict(zip(SPLITS, splits))
 
     def sentences(self, split: str, client_id: str, cap: int | None) -> list[str]:
         """A client's first `cap` sentences, then stably sorted by creation date (the
         paper's `take(max_elements)` then `_sort_examples_by_date`)."""
-        ds = self.splits[split].serializable_dataset_fn(client_id)  # no lookup in the id list
-        if cap:
-            ds = ds.take(cap)
-        rows = [(date_key(e["creation_date"]), e["tokens"].decode("utf-8", "replace"))
-                for e in ds.as_numpy_iterator()]
+        rows = [(date_key(e["creation_date"][0]), e["tokens"][0].decode("utf-8", "replace"))
+                for e in self.db.examples(split, client_id, cap)]
         order = sorted(range(len(rows)), key=lambda i: rows[i][0])  # sorted() is stable
         return [rows[i][1] for i in order]
 

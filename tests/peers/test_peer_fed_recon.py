@@ -63,6 +63,7 @@ def _check(metrics, weights, examples, batches, first_loss=None):
 ENGINES = {"keras_opt": ("fast", "tff"), "tff_opt": ("fast",)}
 
 
+@pytest.mark.tff
 @pytest.mark.parametrize("variant", ["keras_opt", "tff_opt"])
 def test_custom_model_no_recon(tmp_path, variant):
     """Reuse split: 3 + 3 examples in 2 + 2 batches after reconstruction; loss ln(10), then lower."""
@@ -73,6 +74,7 @@ def test_custom_model_no_recon(tmp_path, variant):
         assert metrics[1]["loss"] < metrics[0]["loss"]
 
 
+@pytest.mark.tff
 @pytest.mark.parametrize("variant", ["keras_opt", "tff_opt"])
 def test_custom_model_adagrad_server_optimizer(tmp_path, variant):
     over = ("split/train=simple", "algo.server_optimizer.name=adagrad", "algo.server_optimizer.learning_rate=0.01",
@@ -105,6 +107,7 @@ def test_dp_with_a_weighted_mean_is_refused(weighting):
                             f"'{weighting}'; set algo.client_weighting=uniform")
 
 
+@pytest.mark.tff
 @pytest.mark.parametrize("variant", ["keras_opt", "tff_opt"])
 def test_keras_global_model(tmp_path, variant):
     """No local variables, the default (even/odd) split: each client trains on its second
@@ -116,6 +119,7 @@ def test_keras_global_model(tmp_path, variant):
     assert np.mean(losses[-2:]) < np.mean(losses[:2])
 
 
+@pytest.mark.tff
 def test_keras_local_layer_client_weighting_enum_num_examples(tmp_path):
     """Clients of 2 and 3 examples, even/odd split: only the second has a post-reconstruction batch."""
     over = ("algo.client_weighting=examples", "algo.client_optimizer.learning_rate=0.001",
@@ -124,6 +128,7 @@ def test_keras_local_layer_client_weighting_enum_num_examples(tmp_path):
         assert (metrics[0]["num_examples"], metrics[0]["num_batches"]) == (1, 1)
 
 
+@pytest.mark.tff
 def test_keras_local_layer_client_weighting_enum_uniform(tmp_path):
     over = ("algo.client_weighting=uniform", "split/train=simple", "algo.client_optimizer.learning_rate=0.001",
             "algo.reconstruction_optimizer.learning_rate=0.001")
@@ -131,6 +136,7 @@ def test_keras_local_layer_client_weighting_enum_uniform(tmp_path):
     assert (metrics[0]["num_examples"], metrics[0]["num_batches"]) == (5, 3)
 
 
+@pytest.mark.tff
 @pytest.mark.parametrize("variant", ["keras_opt", "tff_opt"])
 def test_custom_model_multiple_epochs(tmp_path, variant):
     """Reuse split, 3 reconstruction epochs, 4 epochs after it capped at 3 steps: batches of

@@ -49,6 +49,7 @@ def _eval(tmp_path, variant, engines, *overrides):
 ENGINES = {"keras_opt": ("fast", "tff"), "tff_opt": ("fast",)}
 
 
+@pytest.mark.tff
 @pytest.mark.parametrize("variant", ["keras_opt", "tff_opt"])
 def test_federated_reconstruction_split_data(tmp_path, variant):
     """Even/odd: one measured example per client (6 and 5: one over 5)."""
@@ -56,6 +57,7 @@ def test_federated_reconstruction_split_data(tmp_path, variant):
         assert (m["num_examples"], m["num_over"]) == (2, 1.0)
 
 
+@pytest.mark.tff
 @pytest.mark.parametrize("variant", ["keras_opt", "tff_opt"])
 def test_federated_reconstruction_split_data_multiple_epochs(tmp_path, variant):
     """2 reconstruction epochs; the odd batch 10 times, capped at 7 steps: 7 + 7 examples."""
@@ -64,6 +66,7 @@ def test_federated_reconstruction_split_data_multiple_epochs(tmp_path, variant):
         assert (m["num_examples"], m["num_over"]) == (14, 7.0)
 
 
+@pytest.mark.tff
 @pytest.mark.parametrize("variant", ["keras_opt", "tff_opt"])
 def test_federated_reconstruction_skip_recon(tmp_path, variant):
     """Theirs: no reconstruction, all data measured twice (loss 59/3, 12 examples, 6 over).
@@ -74,6 +77,7 @@ def test_federated_reconstruction_skip_recon(tmp_path, variant):
     assert m["loss"] == pytest.approx(NO_RECON_ODD, rel=1e-6)
 
 
+@pytest.mark.tff
 @pytest.mark.parametrize("variant", ["keras_opt", "tff_opt"])
 def test_federated_reconstruction_metrics_none_loss_decreases(tmp_path, variant):
     """3 reconstruction epochs at rate 0.01 lower the loss below the no-reconstruction one."""

@@ -104,10 +104,12 @@ def _elements(batch_size: int) -> list[list[tuple]]:
     return tff_batches
 
 
+@pytest.mark.tff
 def test_create_tf_dataset_for_user():
     assert sorted(_elements(1)) == [[(0, 1.0)], [(1, 2.0)]]  # two elements of one example
 
 
+@pytest.mark.tff
 def test_create_tf_dataset_for_user_batch_size():
     assert _elements(3) == [[(0, 1.0), (1, 2.0)]]  # one element holding both
 

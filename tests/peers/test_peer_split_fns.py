@@ -187,6 +187,7 @@ def test_fast_schedules_give_the_peers_batches(source, split, rounds, n, b):
         assert got == list(want), (source, r)
 
 
+@pytest.mark.tff
 @pytest.mark.parametrize("source,split,rounds,n,b", CASES)
 def test_tff_split_function_gives_the_peers_batches_or_refuses(source, split, rounds, n, b):
     """engine=tff: tff_split.build's tf.data split function on range(n).batch(b); the cases the

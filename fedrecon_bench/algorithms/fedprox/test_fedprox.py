@@ -15,7 +15,7 @@ def ratings(tmp_path_factory):
     return testing.tiny_ratings(tmp_path_factory.mktemp("fedprox") / "ratings.csv")
 
 
-@pytest.mark.parametrize("engine", ["fast", "tff"])
+@pytest.mark.parametrize("engine", testing.engines("fast", "tff"))
 def test_mu_zero_is_fedavg_exactly(ratings, tmp_path, engine):
     got = {a: testing.rounds(*testing.build(a, engine, ratings, tmp_path / a, *extra), ROUNDS)
            for a, extra in (("fedavg", ()), ("fedprox", ("algo.mu=0",)))}
@@ -40,7 +40,7 @@ def _by_hand(item, rating, I, u, lr: float, mu: float, bs: int, steps: int):
     return I, u
 
 
-@pytest.mark.parametrize("engine", ["fast", "tff"])
+@pytest.mark.parametrize("engine", testing.engines("fast", "tff"))
 def test_one_client_two_steps_by_hand(ratings, tmp_path, engine):
     """Step 1 starts at w_t, where the proximal term is 0; step 2 moves by the loss gradient
     plus mu (w_1 - w_t), on every row the client has changed."""
@@ -70,6 +70,7 @@ def test_bad_mu_is_refused_in_one_line(ratings, value):
     assert msg.startswith("algo.mu=") and "must be a number >= 0" in msg and "\n" not in msg
 
 
+@pytest.mark.tff
 def test_tffs_own_fedprox_adds_the_term_with_the_opposite_sign(ratings, tmp_path):
     """Why tff.py composes FedAvg with a proximal client optimizer: TFF 0.87's
     build_weighted_fed_prox adds mu (w_t - w) to the gradient, so its two steps equal the

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 class FastEngine:
     name = "fast"
+    requires = ("jax",)
+    install_hint = "install the project's dependencies (`uv sync --locked`)"
 
     def start(self) -> None:
         pass  # JAX starts on first use

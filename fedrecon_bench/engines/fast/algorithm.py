@@ -18,7 +18,7 @@ import numpy as np
 
 from fedrecon_bench import weighting
 from fedrecon_bench.algorithms.api import Algorithm, Weights
-from fedrecon_bench.engines.fast import aggregate, client as fc, optim
+from fedrecon_bench.engines.fast import aggregate, client as fc, jax_compat, optim  # noqa: F401
 from fedrecon_bench.engines.fast import weighting as fast_weighting
 from fedrecon_bench.engines.fast.data import EvalSet
 from fedrecon_bench.engines.fast.evaluators import client_rows

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 class TffEngine:
     name = "tff"
+    requires = ("tensorflow", "tensorflow_federated")
+    install_hint = ("use engine=fast, or the default environment, which has TensorFlow Federated "
+                    "(`uv sync --locked`, Python 3.11; docs/environments.md)")
 
     def start(self) -> None:
         from fedrecon_bench.engines.tff import runtime
