@@ -59,15 +59,17 @@ class Study:
         return R.load_runs([os.path.join(self.out, n) for n in names
                             if os.path.isdir(os.path.join(self.out, n))])
 
-    def doc(self, block: str, md_path: str, command: str, extra_md: str = "") -> list[str]:
-        """The table at md_path (and extra_md) into block `block` of the docs page."""
+    def doc(self, block: str, md_path: str, command: str, extra_md: str = "", page: str | None = None) -> list[str]:
+        """The table at md_path (and extra_md) into block `block` of the docs page (or of
+        `page`, relative to the repository, e.g. README.md)."""
         if self.doc_page is None:
             return []
         from analysis import docblock
 
+        page = os.path.join(ROOT, page) if page else self.doc_page
         with open(md_path, encoding="utf-8") as f:
-            docblock.write_block(self.doc_page, block, f.read() + extra_md, command, "fast")
-        return [f"{self.doc_page} ({block})"]
+            docblock.write_block(page, block, f.read() + extra_md, command, "fast")
+        return [f"{page} ({block})"]
 
     def write(self, name: str, obj) -> str:
         """<out>/<name>: a text, or JSON of anything else."""

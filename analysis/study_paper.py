@@ -92,11 +92,11 @@ def picked_runs(study: S.Study, picks: dict) -> list:
     return keep
 
 
-def _report(study: S.Study, stages, picks, algos) -> list[str]:
+def _report(study: S.Study, stages, picks, algos, command: str | None = None) -> list[str]:
     from analysis import per_client_plot, table
 
     runs = study.runs(*stages) + picked_runs(study, picks)
-    command = "make paper-movielens" + ("" if picks else " ARGS=--reduced")
+    command = command or "make paper-movielens" + ("" if picks else " ARGS=--reduced")
     out = table.Table(runs, [METRIC, "rmse"], "test", rows=ROWS).write(study.out, "table")
     out += study.doc("paper_movielens", out[0], command)
     pc = table.Table(runs, [METRIC], "test", rows=ROWS, client_stats=["p10", "p50", "p90"],
@@ -112,10 +112,24 @@ def _report(study: S.Study, stages, picks, algos) -> list[str]:
             out += pngs
             images += "".join(_doc_image(study, png, f"per_client_movielens_{split}.png", split) for png in pngs[:1])
     out += study.doc("per_client_movielens", pc[0], command, images)
+    out += _readme(study, runs, pair, command)
     if picks:
         out.append(_tuning_md(study, picks))
         out.append(study.write("tuned.yaml", _tuned_yaml(picks, algos)))
     return out
+
+
+def _readme(study: S.Study, runs, pair, command: str) -> list[str]:
+    """README's results at a glance: unseen and seen users side by side, and FedRecon's
+    per-user spread against FedAvg + fine-tuning."""
+    from analysis import table
+
+    rows = ["algo", "algo.clusters", "eval_mode"]
+    a = table.Table(runs, [METRIC, "rmse"], "test", rows=rows, cols=["task.split_by"]).write(study.out, "readme")
+    b = table.Table(pair, [METRIC], "test", rows=["algo", "eval_mode", "task.split_by"],
+                    client_stats=["p10", "p50", "p90"], reference=REFERENCE).write(study.out, "readme_per_client")
+    return (study.doc("readme_paper_movielens", a[0], command, page="README.md")
+            + study.doc("readme_per_client", b[0], command, page="README.md"))
 
 
 def _doc_image(study: S.Study, png: str, name: str, split: str) -> str:
