@@ -80,8 +80,10 @@ def run(study: S.Study, args) -> list[str]:
                                              *_ov(chosen)])
         if z == 0:
             rates = _ov({k: chosen[k] for k in RATE_KEYS})
-            off = ["dp=none", "dp.name=none"]  # the preset's own dp values come after the group
-            study.sweep(f"ablation/{algo}/examples", [PRESET, f"+algo={algo}", *off, "seed=0,1,2", *rates])
+            # no DP: dp.name=none keeps the preset's dp group (its keys, swept by the preset) unused
+            off = ["dp.name=none", "dp.noise_multiplier=0"]
+            study.sweep(f"ablation/{algo}/examples", [PRESET, f"+algo={algo}", *off, "algo.client_weighting=examples",
+                                                      "seed=0,1,2", *rates])
             study.sweep(f"ablation/{algo}/uniform", [PRESET, f"+algo={algo}", *off, "algo.client_weighting=uniform",
                                                      "seed=0,1,2", *rates])
     return _report(study, picks, clip_picks, rate_picks)

@@ -101,3 +101,15 @@ def test_dp_study_reduced_tries_the_fixed_clips_only(tmp_path, capsys):
     assert S.main(["dp", "--reduced", "--dry-run", "--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 * 4 and all("dp.name=gaussian_fixed" in l for l in lines)
+
+
+def test_dp_study_ablation_turns_dp_off_within_the_presets_dp_group():
+    """dp=none would drop the dp keys the preset sweeps (a refused key): the ablation keeps the
+    group and sets dp.name=none, with each weighting named."""
+    import inspect
+
+    from analysis import study_dp as D
+
+    src = inspect.getsource(D.run)
+    assert '"dp.name=none", "dp.noise_multiplier=0"' in src and '"dp=none"' not in src
+    assert "algo.client_weighting=examples" in src and "algo.client_weighting=uniform" in src
