@@ -36,12 +36,34 @@ def _suggest(key: str, keys: list[str]) -> str:
     return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
+def _owners(key: str) -> list[str]:
+    """`group=option` for each option of the key's config group whose YAML has the key."""
+    import os
+
+    from omegaconf import OmegaConf
+
+    from fedrecon_bench.cli_args import CONF_DIR, options
+
+    group, _, rest = key.partition(".")
+    found = []
+    for opt in options(group) if rest else []:
+        cfg = OmegaConf.load(os.path.join(CONF_DIR, group, f"{opt}.yaml"))
+        if OmegaConf.select(cfg, rest, default="__absent__") != "__absent__":
+            found.append(f"{group}={opt}")
+    return found
+
+
 def _one_line(e: Exception, overrides: list[str], keys: list[str]) -> str:
     """Hydra's multi-line composition errors, as one line with the fix."""
     msg = str(e)
     m = re.search(r"Could not override '([^']+)'", msg) or re.search(r"Key '([^']+)' is not in struct", msg)
     if m:
         key = m.group(1)
+        owners = _owners(key)
+        if owners:  # a key of another option of its group (dp.clip under dp=none)
+            group = key.split(".")[0]
+            return (f"{key} is not a key of the chosen {group} option; {', '.join(owners)} "
+                    f"{'has' if len(owners) == 1 else 'have'} it: choose one, or drop {key}")
         return (f"{key} is not a config key{_suggest(key, keys)} (see `python -m fedrecon_bench --help` and "
                 "docs/configuration.md)")
     m = re.search(r"Could not find '([^']+)'", msg)

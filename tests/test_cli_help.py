@@ -37,6 +37,7 @@ def test_help_names_usage_groups_and_examples():
     (["algo.client_optimizer.learning_rat=0.1"], "did you mean algo.client_optimizer.learning_rate or"),
     (["split/train=dijsoint"], "unknown split/train 'dijsoint'; did you mean disjoint?"),
     (["logger=wandbb"], "unknown logger 'wandbb'; did you mean wandb?"),
+    (["dp.clip=3"], "dp.clip is not a key of the chosen dp option; dp=gaussian_adaptive, dp=gaussian_fixed have it"),
 ])
 def test_unknown_keys_and_values_get_one_line_with_the_closest_names(overrides, message):
     with pytest.raises(UserError) as e:
