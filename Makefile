@@ -3,6 +3,9 @@
 PY ?= python3
 UV = $$(command -v uv 2>/dev/null || echo "$$HOME/.local/bin/uv")
 ARGS ?=
+# Test processes: two, one per core; tests sharing a module-scoped fixture stay together
+# (tests/conftest.py). WORKERS=0 runs in one process.
+WORKERS ?= 2
 
 .PHONY: env run test bench clean
 env:
@@ -14,7 +17,7 @@ run: env
 	$(UV) run --locked python -m fedrecon_bench +task=movielens +algo=fedrecon $(ARGS)
 
 test: env
-	$(UV) run --locked pytest -q $(ARGS)
+	$(UV) run --locked pytest -q -n $(WORKERS) --dist loadgroup $(ARGS)
 
 bench: env
 	$(UV) run --locked python benchmarks/tutorial_vs_bench.py $(ARGS)
