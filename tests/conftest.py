@@ -27,6 +27,7 @@ def pytest_sessionfinish(session, exitstatus):
 _SHARED_SCOPES = {"class", "module", "package"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under `-n N --dist loadgroup` (make test), tests that share a module- or
     class-scoped fixture (a sweep, a built algorithm) run in one worker, so the
