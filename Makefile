@@ -8,6 +8,9 @@ ARGS ?=
 MODERN_PY ?= 3.11
 MODERN = UV_PROJECT_ENVIRONMENT=.venv-modern $(UV)
 MODERN_GROUPS = --locked --no-default-groups --group modern --python $(MODERN_PY)
+# Test processes: two, one per core; tests sharing a module-scoped fixture stay together
+# (tests/conftest.py). WORKERS=0 runs in one process.
+WORKERS ?= 2
 
 .PHONY: uv env env-modern run test test-modern bench clean paper-movielens dp-study participation-study
 uv:
@@ -24,10 +27,10 @@ run: env
 	$(UV) run --locked python -m fedrecon_bench +task=movielens +algo=fedrecon $(ARGS)
 
 test: env
-	$(UV) run --locked pytest -q $(ARGS)
+	$(UV) run --locked pytest -q -n $(WORKERS) --dist loadgroup $(ARGS)
 
 test-modern: env-modern
-	$(MODERN) run $(MODERN_GROUPS) pytest -q -m "not tff" $(ARGS)
+	$(MODERN) run $(MODERN_GROUPS) pytest -q -n $(WORKERS) --dist loadgroup -m "not tff" $(ARGS)
 
 bench: env
 	$(UV) run --locked python benchmarks/tutorial_vs_bench.py $(ARGS)

@@ -38,6 +38,20 @@ def pytest_sessionfinish(session, exitstatus):
         runtime.stop_workers()
 
 
+_SHARED_SCOPES = {"class", "module", "package"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Under `-n N --dist loadgroup` (make test), tests that share a module- or
+    class-scoped fixture (a sweep, a built algorithm) run in one worker, so the
+    fixture is built once; all other tests are spread one by one."""
+    for item in items:
+        defs = getattr(item, "_fixtureinfo", None)
+        if defs and any(d[-1].scope in _SHARED_SCOPES for d in defs.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 def shared_data_dir() -> pathlib.Path | None:
     """The real data: $FEDRECON_BENCH_DATA, else ../shared/data beside the repo."""
     for cand in (os.environ.get("FEDRECON_BENCH_DATA"), ROOT.parent / "shared" / "data"):

@@ -14,8 +14,8 @@ from fedrecon_bench.errors import UserError
 from fedrecon_bench.schema import Field
 from tasks.base import ClientSet, FederatedData, KerasParts, Task
 from tasks.movielens.data import (ML1M_MD5, ML1M_URL, Ratings, download, find_ratings_file,  # noqa: F401
-                                  md5sum, prepare, prepare_authors, read_ratings, safe_extract_zip,
-                                  split_examples, split_users)
+                                  md5sum, prepare, prepare_authors, read_ratings, read_ratings_cached,
+                                  safe_extract_zip, split_examples, split_users)
 from tasks.movielens.fast_model import MovieLensFast
 
 
@@ -52,7 +52,7 @@ class MovieLens(Task):
         self.check_config()
         c = self.cfg
         path = find_ratings_file(c, self.data_dir)
-        ratings = read_ratings(path)
+        ratings = read_ratings_cached(path)
         if c.get("normalize_ratings", False):  # the authors' option: 1..5 -> -1..1
             ratings = ratings._replace(rating=((ratings.rating - 3.0) / 2.0).astype(np.float32))
         split_by = c.get("split_by", "user")

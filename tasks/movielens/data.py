@@ -125,6 +125,30 @@ def read_ratings(path: str) -> Ratings:
         "a .csv with header user_id,item_id,rating[,timestamp], or ML-100K u.data")
 
 
+_PARSED: dict[tuple, Ratings] = {}
+_PARSED_MAX = 4  # ML-1M is about 28 MB of arrays
+
+
+def read_ratings_cached(path: str) -> Ratings:
+    """read_ratings, parsed once per process for each version (size, mtime) of a file: a
+    process that builds several runs (a test session, a sweep job) reads ML-1M once.
+    The arrays are read-only, since every caller shares them."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return read_ratings(path)  # its one-line error
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key not in _PARSED:
+        r = read_ratings(path)
+        for a in r:
+            if a is not None:
+                a.flags.writeable = False
+        while len(_PARSED) >= _PARSED_MAX:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[key] = r
+    return _PARSED[key]
+
+
 # --------------------------------------------------------------------------
 # Finding or downloading the data
 # --------------------------------------------------------------------------
