@@ -101,17 +101,20 @@ def _report(study: S.Study, picks, clip_picks, rate_picks) -> list[str]:
 
     out = [study.write("picks.json", {f"{a}@{z:g}": p for (a, z), p in sorted(picks.items())})]
     out.append(_tuning_md(study, clip_picks, rate_picks))
+    command = "make dp-study" + (" ARGS=--reduced" if not rate_picks else "")
+    out += study.doc("dp_study_tuning", out[-1], command, page="docs/privacy.md")
     final = os.path.join(study.out, "final")
     finals = study.runs("final") + tuning_runs(study, picks)
     t = table.Table(finals, [METRIC, "rmse"], "test", rows=["algo", "eval_mode", "dp.noise_multiplier"],
                     client_stats=["p10"], reference="fedavg:finetune")
     out += t.write(final, "table")
-    command = "make dp-study" + (" ARGS=--reduced" if not rate_picks else "")
-    out += study.doc("dp_study", out[-3], command, "\n\nEach cell's picked clip and rates: `studies/dp/tuning.md` "
-                     "and `tuned:` in conf/sweep/movielens_dp_study.yaml.\n")
+    out += study.doc("dp_study", out[-3], command, "\n\nEach row's picked clip and rates, with every candidate's "
+                     "val score: [privacy.md](privacy.md#the-tuning-candidate-by-candidate) (also `tuned:` in "
+                     "conf/sweep/movielens_dp_study.yaml).\n")
     a = table.Table(study.runs("ablation") + [r for r in finals if r.key("dp.noise_multiplier") == 0],
                     [METRIC, "rmse"], "test", rows=["algo", "eval_mode", "dp.name", "algo.client_weighting"])
     out += a.write(os.path.join(study.out, "ablation"), "table")
+    out += study.doc("dp_study_ablation", os.path.join(study.out, "ablation", "table.md"), command)
     for m in (METRIC, "rmse"):
         out += plot.plot_against(finals, final, "privacy.epsilon", m)
     out.append(study.write("tuned.yaml", _tuned_yaml(picks)))
