@@ -21,13 +21,6 @@ HAVE_TFF = all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "
 NO_TFF = "needs TensorFlow and TFF, which this environment lacks (engine=fast-only `modern` environment)"
 
 
-def pytest_collection_modifyitems(config, items):
-    if not HAVE_TFF:
-        for item in items:
-            if item.get_closest_marker("tff"):
-                item.add_marker(pytest.mark.skip(reason=NO_TFF))
-
-
 def pytest_sessionfinish(session, exitstatus):
     """TFF starts a worker process that outlives the tests unless stopped."""
     import sys
@@ -50,6 +43,8 @@ def pytest_collection_modifyitems(config, items):
         defs = getattr(item, "_fixtureinfo", None)
         if defs and any(d[-1].scope in _SHARED_SCOPES for d in defs.name2fixturedefs.values()):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+        if not HAVE_TFF and item.get_closest_marker("tff"):  # one hook: a second def would replace this one
+            item.add_marker(pytest.mark.skip(reason=NO_TFF))
 
 
 def shared_data_dir() -> pathlib.Path | None:

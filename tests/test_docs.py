@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import HAVE_TFF, ROOT
 
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
@@ -123,6 +123,8 @@ def test_run_and_sweep_commands_compose(monkeypatch, tmp_path):
         try:
             check_run_command(argv)
         except (UserError, SystemExit) as e:
+            if not HAVE_TFF and "engine=tff needs tensorflow" in str(e):
+                continue  # the TF-free environment refuses engine=tff in one line, as documented
             failed.append(f"{page}: {cmd}\n    -> {e}")
     assert not failed, "\n".join(failed)
 
