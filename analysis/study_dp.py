@@ -15,8 +15,8 @@ on validation users only, then 3 seeds of each pick, an ablation at z = 0, the t
 
 The server rate stays 1.0 (SERVER): a server-rate axis doubles the rates stage, about 30 more
 minutes on 2 cores. --reduced tries the fixed clips only (no adaptive candidates) and has no
-`rates` stage: 108 runs instead of 168 (the note of the issue that asked for the study gives the
-measured times that made it the one run). Every pick reads final val
+`rates` stage: 108 runs instead of 168 (about 85 min against 2.2 hours on 2 cores shared with
+other work, docs/privacy.md). Every pick reads final val
 rating_accuracy (the headline mode's: fine-tuned for FedAvg); a candidate with a diverged
 seed-0 run is none.
 """
