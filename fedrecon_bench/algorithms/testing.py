@@ -29,6 +29,20 @@ def movielens_args(ratings) -> list[str]:
     return ["+task=movielens", f"task.ratings_file={ratings}", "task.embedding_dim=4", "task.batch_size=3"]
 
 
+def refused(algo: str, ratings, override: str) -> str:
+    """The one-line error the config check gives `+algo=<algo>` with one bad override."""
+    import pytest
+
+    from fedrecon_bench import validate
+    from fedrecon_bench.errors import UserError
+
+    with pytest.raises(UserError) as e:
+        validate.check_config(compose(f"+algo={algo}", *movielens_args(ratings), override))
+    msg = str(e.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
 def engines(*names: str) -> list:
     """Engine parameters for a test: engine=tff's carries the `tff` mark (skipped where
     TensorFlow Federated is not installed, e.g. the `modern` environment)."""
