@@ -80,13 +80,16 @@ def run(study: S.Study, args) -> list[str]:
                                              *_ov(chosen)])
         if z == 0:
             rates = _ov({k: chosen[k] for k in RATE_KEYS})
-            # no DP: dp.name=none keeps the preset's dp group (its keys, swept by the preset) unused
-            off = ["dp.name=none", "dp.noise_multiplier=0"]
-            study.sweep(f"ablation/{algo}/examples", [PRESET, f"+algo={algo}", *off, "algo.client_weighting=examples",
-                                                      "seed=0,1,2", *rates])
-            study.sweep(f"ablation/{algo}/uniform", [PRESET, f"+algo={algo}", *off, "algo.client_weighting=uniform",
-                                                     "seed=0,1,2", *rates])
+            for weighting in ("examples", "uniform"):
+                study.sweep(f"ablation/{algo}/{weighting}", [*no_dp(algo, weighting, rates), "seed=0,1,2"])
     return _report(study, picks, clip_picks, rate_picks)
+
+
+def no_dp(algo: str, weighting: str, rates: list[str]) -> list[str]:
+    """An ablation job without DP: dp.name=none keeps the preset's dp group, whose keys the
+    preset sweeps (dp=none would drop them: an unknown key)."""
+    return [PRESET, f"+algo={algo}", "dp.name=none", "dp.noise_multiplier=0",
+            f"algo.client_weighting={weighting}", *rates]
 
 
 def tuning_runs(study: S.Study, picks: dict) -> list:

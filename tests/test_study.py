@@ -103,13 +103,18 @@ def test_dp_study_reduced_tries_the_fixed_clips_only(tmp_path, capsys):
     assert len(lines) == 3 * 4 and all("dp.name=gaussian_fixed" in l for l in lines)
 
 
-def test_dp_study_ablation_turns_dp_off_within_the_presets_dp_group():
-    """dp=none would drop the dp keys the preset sweeps (a refused key): the ablation keeps the
-    group and sets dp.name=none, with each weighting named."""
-    import inspect
+@pytest.mark.parametrize("weighting", ["examples", "uniform"])
+def test_dp_study_ablation_jobs_compose_without_dp(weighting):
+    """Each ablation job passes the CLI's check (dp=none failed it: the preset sweeps dp keys)
+    and runs without DP with the weighting it names."""
+    from hydra import compose as hydra_compose, initialize_config_dir
 
     from analysis import study_dp as D
+    from fedrecon_bench import cli_check, privacy
+    from fedrecon_bench.cli_args import CONF_DIR
 
-    src = inspect.getsource(D.run)
-    assert '"dp.name=none", "dp.noise_multiplier=0"' in src and '"dp=none"' not in src
-    assert "algo.client_weighting=examples" in src and "algo.client_weighting=uniform" in src
+    job = cli_check.first_job(["+task=movielens", *D.no_dp("fedrecon", weighting, ["seed=0"])])
+    cli_check.check(job)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=job)
+    assert privacy.params(cfg) is None and cfg.algo.client_weighting == weighting
