@@ -37,34 +37,11 @@ class FedRep(StatefulFedAvg):
         local_opt = optim.build(a.reconstruction_optimizer, "algo.reconstruction_optimizer")
         local = (st.lvars, local_opt, local_opt.initialize(_specs(st.lvars)))
         glob = (st.gvars, st.opt, st.opt.initialize(_specs(st.gvars)))
-        self.fit_local = tf.function(lambda ds: self._fit(ds, *local, ()))
-        self.fit_global = tf.function(lambda ds, metrics: self._fit(ds, *glob, metrics))
+        self.fit_local = tf.function(lambda ds: st.fit(ds, *local, ()))
+        self.fit_global = tf.function(lambda ds, metrics: st.fit(ds, *glob, metrics))
 
     def evaluators_for(self, seen: bool) -> tuple:
         return self.evaluators[::-1] if seen else self.evaluators  # seen users: stored first
-
-    def _fit(self, dataset, variables, opt, opt_init, metrics):
-        """Client-optimizer steps on `variables` only, the others frozen; returns the examples
-        seen. `metrics` (none for the local phase) update on each step's predictions."""
-        st = self.steps
-
-        def step(carry, batch):
-            n, opt_state = carry
-            with tf.GradientTape() as tape:
-                pred = st.parts.model(batch["x"], training=True)
-                loss = st.loss(batch["y"], pred)
-            grads = tape.gradient(loss, variables)
-            for m in metrics[:-1]:
-                m.update_state(batch["y"], pred)
-            if metrics:
-                metrics[-1].update_state(loss)
-            opt_state, new = opt.next(opt_state, tuple(variables), tuple(grads))
-            for v, w in zip(variables, new):
-                v.assign(w)
-            return n + tf.shape(batch["y"])[0], opt_state
-
-        n, _ = dataset.reduce((tf.constant(0), opt_init), step)
-        return n
 
     def _tokens(self, metrics) -> int:
         return int(next(m for m in metrics if m.name == "num_tokens").result()) if self.weighting == "tokens" else 0

@@ -35,23 +35,27 @@ class Steps:
 
     def _train_fn(self, dataset, metrics):
         """One epoch of client-optimizer steps on every variable; returns the examples seen."""
-        vars_ = self.gvars + self.lvars
+        return self.fit(dataset, self.gvars + self.lvars, self.opt, self._opt_init, metrics)
 
+    def fit(self, dataset, variables, opt, opt_init, metrics):
+        """One epoch of `opt` steps on `variables` only, the others frozen; returns the
+        examples seen. `metrics` (may be empty) update on each step's predictions and loss."""
         def step(carry, batch):
             n, opt_state = carry
             with tf.GradientTape() as tape:
                 pred = self.parts.model(batch["x"], training=True)
                 loss = self.loss(batch["y"], pred)
-            grads = tape.gradient(loss, vars_)
+            grads = tape.gradient(loss, variables)
             for m in metrics[:-1]:
                 m.update_state(batch["y"], pred)
-            metrics[-1].update_state(loss)
-            opt_state, new = self.opt.next(opt_state, tuple(vars_), tuple(grads))
-            for v, w in zip(vars_, new):
+            if metrics:
+                metrics[-1].update_state(loss)
+            opt_state, new = opt.next(opt_state, tuple(variables), tuple(grads))
+            for v, w in zip(variables, new):
                 v.assign(w)
             return n + tf.shape(batch["y"])[0], opt_state
 
-        n, _ = dataset.reduce((tf.constant(0), self._opt_init), step)
+        n, _ = dataset.reduce((tf.constant(0), opt_init), step)
         return n
 
     def _measure_fn(self, dataset, metrics):
