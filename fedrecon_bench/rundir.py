@@ -5,6 +5,7 @@
     summary.json says completed:
         rounds <= its rounds      -> nothing to do (the line says why), if the config matches
         rounds >  its rounds      -> extend: continue from its final checkpoint
+    summary.json says diverged (at a round <= rounds): nothing to do, if the config matches
     checkpoints, newest first, each read in full (checkpoint.read):
         an unreadable one         -> reported; the one before it is used
         none readable             -> refuse, or start again with restart_on_bad_checkpoint=true
@@ -54,6 +55,7 @@ MAY_DIFFER = (
     "task.download", "task.download_url", "task.download_md5", "task.cache_dir",  # how data is fetched or cached
     "task.default_engine",     # `engine` itself is compared
     "hydra.*",
+    "tuned",                   # a preset's lookup table: the values it set are compared as keys
 )
 _OWN = {".hydra", "app.log", "__main__.log", LOCK_NAME}  # what a launch writes before training
 
@@ -192,11 +194,14 @@ def _plan(cfg, run_dir: str, plan: Plan) -> Plan:
     done_rounds = summary.get("rounds") or summary.get("round_reached") or 0
     saved, bad = checkpoint.newest_valid(run_dir)
     reference = (saved.meta.get("config") if saved else None) or _hydra_config(run_dir)
-    if completed and cfg.rounds <= done_rounds:
+    diverged = summary.get("status") == "diverged" and summary.get("round_reached", 0) <= cfg.rounds
+    if (completed and cfg.rounds <= done_rounds) or diverged:
         check_same_config(run_dir, reference, config_of(cfg))
         why = ("this run, completed" if cfg.rounds == done_rounds else
                f"a completed run of {done_rounds} rounds, and rounds={cfg.rounds} asks for no more "
                f"(a run of {cfg.rounds} rounds from the start needs a new run dir)")
+        if diverged:  # the same seed diverges again at the same round: a result, not a crash
+            why = f"this run, diverged at round {summary['round_reached']} (a new run dir runs it again)"
         plan.previous, plan.notes = summary, [f"{run_dir} already holds {why}; nothing to do"]
         return plan
     listed = "; ".join(f"{os.path.basename(p)}: {why}" for p, why in bad)

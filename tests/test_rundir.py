@@ -238,3 +238,31 @@ def test_a_relaunched_sweep_skips_a_job_in_use_and_leaves_finished_ones_as_they_
     assert f"note: {jobs[1]} already holds this run, completed; nothing to do" in err
     assert out.strip().splitlines()[-1] == f"sweep_dir: {d}"
     assert after == before
+
+
+def test_a_diverged_run_is_a_result_and_a_presets_tuned_table_may_change(tiny_ratings, tmp_path):
+    from fedrecon_bench import rundir
+
+    run_dir = tmp_path / "run"
+    launch = lambda lr: _cli("-m", "fedrecon_bench", *_args(tiny_ratings, 6, "checkpoint_every=0"),
+                             f"algo.server_optimizer.learning_rate={lr}", f"hydra.run.dir={run_dir}").communicate(
+                                 timeout=120)
+    launch("1e30")
+    first = json.loads((run_dir / "summary.json").read_text())
+    assert first["status"] == "diverged" and first["round_reached"] < 6
+    before = listing(run_dir)
+    # Relaunched (a study resuming its sweeps), the same seed is not trained again ...
+    out, err = launch("1e30")
+    assert f"note: {run_dir} already holds this run, diverged at round {first['round_reached']}" in err
+    assert listing(run_dir) == before
+    # ... and other values are refused, as for a completed run.
+    out, err = launch("1.0")
+    assert err.startswith(f"error: {run_dir} holds a run made with other values "
+                          "(algo.server_optimizer.learning_rate 1e+30 -> 1.0); "), err
+    assert listing(run_dir) == before
+    # A preset's `tuned:` table is compared through the keys it sets, not as itself.
+    table = [{"when": {"algo.name": "fedrecon"}, "set": {"algo.client_optimizer.learning_rate": 0.5}}]
+    same = {"algo": {"client_optimizer": {"learning_rate": 0.5}}}
+    assert rundir.differences({**same, "tuned": None}, {**same, "tuned": table}) == []
+    changed = {"algo": {"client_optimizer": {"learning_rate": 0.1}}, "tuned": table}
+    assert rundir.differences(same, changed) == [("algo.client_optimizer.learning_rate", 0.5, 0.1)]
