@@ -46,6 +46,24 @@ def stat_keys(metric: str) -> list[str]:
     return [f"{metric}_client_{s}" for s in STATS]
 
 
+def column(values: list, kind):
+    """An Arrow array of `values` built from its buffers: pa.array and pa.table import pandas
+    to check their input's type (about 40 MB resident, more than the records themselves)."""
+    import pyarrow as pa
+
+    n = len(values)
+    if kind == pa.string():
+        encoded = [v.encode("utf-8") for v in values]
+        offsets = np.zeros(n + 1, np.int32)
+        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        return pa.Array.from_buffers(kind, n, [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
+    if kind == pa.bool_():
+        bits = np.packbits(np.asarray(values, bool), bitorder="little")
+        return pa.Array.from_buffers(kind, n, [None, pa.py_buffer(bits)])
+    dtype = {pa.int32(): np.int32, pa.int64(): np.int64, pa.float64(): np.float64}[kind]
+    return pa.Array.from_buffers(kind, n, [None, pa.py_buffer(np.asarray(values, dtype))])
+
+
 class Records:
     """The records of one evaluation; `add` per chunk and mode, `close` at the end."""
 
@@ -84,7 +102,8 @@ class Records:
                                       ("headline", pa.bool_()), ("client_id", pa.string()),
                                       ("num_examples", pa.int64()), *((k, pa.float64()) for k in keys)])
             self._writer = pq.ParquetWriter(self.tmp, self._schema)
-        self._writer.write_table(pa.table(table, schema=self._schema))
+        self._writer.write_batch(pa.RecordBatch.from_arrays(
+            [column(table[f.name], f.type) for f in self._schema], schema=self._schema))
 
     def stats(self, mode: str) -> dict:
         """`<metric>_client_<stat>` of one mode, and how many clients had measured examples."""

@@ -185,3 +185,27 @@ def test_reference_fractions_ignore_row_keys_the_reference_lacks(tmp_path):
     assert got == {("fedavg", None): 0.0, ("hypcluster", 2): 2 / 3, ("hypcluster", 4): 0.0}
     hurt = {r["algo.clusters"]: r["value"] for r in t.per_run if r["metric"].startswith("hurt")}
     assert hurt[4] == pytest.approx(1 / 3)
+
+
+def test_records_are_written_without_importing_pandas(tmp_path):
+    """pa.array / pa.table import pandas to inspect their input (about 40 MB resident, more than
+    5,000 clients' records); the records build Arrow arrays from buffers instead."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, pyarrow.parquet as pq
+from fedrecon_bench import records
+r = records.Records({str(tmp_path)!r}, "val", 3, ["loss", "accuracy"], "")
+r.add("", ["u1", "ü2"], [{{"num_examples": 2, "loss": 0.5, "accuracy": 1.0, "tally_loss_sum": 1.0}},
+                         {{"num_examples": 0, "loss": float("nan"), "accuracy": 0.0, "tally_loss_sum": 0.0}}])
+r.close()
+assert "pandas" not in sys.modules, "pandas imported"
+print(pq.read_table(r.path).to_pylist())
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = eval(p.stdout.replace("nan", "float('nan')"))
+    assert [(r["client_id"], r["num_examples"], r["headline"], r["round"], r["split"]) for r in rows] == [
+        ("u1", 2, True, 3, "val"), ("ü2", 0, True, 3, "val")]
+    assert rows[0]["loss"] == 0.5 and math.isnan(rows[1]["loss"]) and rows[1]["tally_loss_sum"] == 0.0
