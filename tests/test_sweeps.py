@@ -304,3 +304,26 @@ def test_submitit_local_sweep(tiny_ratings, tmp_path):
     logs = list((d / ".submitit").glob("*/*_log.out"))
     assert len(logs) == 2 and any("run_dir: " in l.read_text() for l in logs)
     assert last_line(p.stdout) == f"sweep_dir: {d}"
+
+
+@pytest.mark.parametrize("algo", ["fedprox", "fedrep", "ditto", "hypcluster"])
+def test_paper_preset_runs_the_other_algorithms_which_ignore_fedavgs_eval_key(algo, tiny_ratings, tmp_path):
+    """The preset sets algo.eval=finetune for FedAvg; an algorithm that does not declare
+    the key reports its own evaluation modes (it crashed Ditto and HypCluster before)."""
+    from hydra import compose, initialize_config_dir
+
+    from fedrecon_bench import algorithms, loop, tuned
+    from fedrecon_bench.cli_args import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "+task=movielens", f"+algo={algo}", "+sweep=movielens_paper_table", f"task.ratings_file={tiny_ratings}",
+            "task.max_users=40", "rounds=1", "clients_per_round=4", "eval_every=1", "algo.store=memory"
+            if algo in ("fedrep", "ditto") else "seed=0"])
+    tuned.apply(cfg)
+    assert cfg.algo.eval == "finetune"
+    s = loop.run(cfg, str(tmp_path))
+    modes = {r.get("eval_mode", "") for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+             if r["split"] == "test"}
+    assert s["status"] == "completed"
+    assert ("finetune" in modes) == algorithms.spec(algo).declares("algo.eval") == (algo == "fedprox"), modes

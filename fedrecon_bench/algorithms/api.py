@@ -51,6 +51,11 @@ class Spec:
         if self.sends not in ("global", "all"):
             raise ValueError(f"{self.name}: sends={self.sends!r} must be 'global' or 'all'")
 
+    def declares(self, key: str) -> bool:
+        """Whether `key` is one of its declared fields: a preset may set a key for some
+        algorithms only (algo.eval for FedAvg), which another one then ignores."""
+        return any(f.key == key for f in self.fields)
+
 
 Weights = collections.namedtuple("Weights", "trainable non_trainable names")
 Weights.__new__.__defaults__ = ((), ())

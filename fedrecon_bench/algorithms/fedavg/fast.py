@@ -17,7 +17,7 @@ class FedAvg(FastAlgorithm):
         self.g0 = {**self.g0, **self.l0}  # the task's local layers are simply global here
         self.epochs, self.steps_max = client_schedule(cfg.algo)
         self.evaluators = (Global(self.rt),)
-        if cfg.algo.get("eval", "global") == "finetune":  # the fine-tuned copy is the headline
+        if self.spec.declares("algo.eval") and cfg.algo.get("eval", "global") == "finetune":  # tuned copy leads
             ft, m = cfg.algo.finetune, self.m
             names = {"all": m.model_order, "local": m.local_names, "global": m.global_names}[ft.variables]
             tuner = FineTune(self.rt, names, optim.build(ft.optimizer, "algo.finetune.optimizer"))

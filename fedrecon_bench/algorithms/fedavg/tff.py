@@ -23,7 +23,8 @@ class FedAvg(TffProcess):
         self.process = self.build(model_fn, **opts)
         plain = Global(task, info, cfg, model_fn)
         self.evaluators = (plain,)
-        if a.get("eval", "global") == "finetune":  # built after every TFF trace; the tuned copy leads
+        # built after every TFF trace; the tuned copy leads
+        if self.spec.declares("algo.eval") and a.get("eval", "global") == "finetune":
             plain.mode = "global"
             self.evaluators = (FineTune(task, info, cfg), plain)
 
