@@ -13,6 +13,8 @@ on validation users only, then 3 seeds of each pick, an ablation at z = 0, the t
     ablation  z = 0 at the picked rates: no DP with example weighting (the Baselines table's
               aggregation), no DP with uniform weighting, and (from `final`) the picked clip
 
+The rates, final and ablation dirs are named by the pick (e.g. final/fedrecon/z1/fixed3-lr0.5-server1),
+so that a pick changed by a grown grid runs anew instead of meeting the old pick's runs.
 The server rate stays 1.0 (SERVER): a server-rate axis doubles the rates stage, about 30 more
 minutes on 2 cores. --reduced tries the fixed clips only (no adaptive candidates) and has no
 `rates` stage: 108 runs instead of 168 (about 85 min against 2.2 hours on 2 cores shared with
@@ -66,23 +68,38 @@ def run(study: S.Study, args) -> list[str]:
              for g, p in clip_picks.items()}
     rate_picks = {}
     if not args.reduced:
-        for (algo, z), chosen in picks.items():
+        rate_dirs = [f"rates/{algo}/z{z:g}/{clip_tag(chosen)}" for (algo, z), chosen in picks.items()]
+        for ((algo, z), chosen), d in zip(picks.items(), rate_dirs):
             lr = ALGOS[algo]
-            study.sweep(f"rates/{algo}/z{z:g}", [PRESET, f"+algo={algo}", f"dp.noise_multiplier={z:g}", "seed=0",
-                                                 *_ov({k: chosen[k] for k in CLIP_KEYS}),
-                                                 f"{RATE_KEYS[0]}={lr / 2:g},{lr * 2:g}",
-                                                 f"{RATE_KEYS[1]}={','.join(f'{s:g}' for s in SERVER)}"])
-        rate_picks = S.pick(study.runs("rates") + tuning_runs(study, picks), group, RATE_KEYS, METRIC)
+            study.sweep(d, [PRESET, f"+algo={algo}", f"dp.noise_multiplier={z:g}", "seed=0",
+                            *_ov({k: chosen[k] for k in CLIP_KEYS}), f"{RATE_KEYS[0]}={lr / 2:g},{lr * 2:g}",
+                            f"{RATE_KEYS[1]}={','.join(f'{s:g}' for s in SERVER)}"])
+        rate_picks = S.pick(study.runs(*rate_dirs) + tuning_runs(study, picks), group, RATE_KEYS, METRIC)
         for g, p in rate_picks.items():
             picks[g].update(dict(zip(RATE_KEYS, p["pick"])))
+    stages = {"final": [], "ablation": []}  # the dirs of these picks' runs (a changed pick: new dirs)
     for (algo, z), chosen in picks.items():
-        study.sweep(f"final/{algo}/z{z:g}", [PRESET, f"+algo={algo}", f"dp.noise_multiplier={z:g}", "seed=1,2",
-                                             *_ov(chosen)])
+        stages["final"].append(f"final/{algo}/z{z:g}/{clip_tag(chosen)}-{rates_tag(chosen)}")
+        study.sweep(stages["final"][-1], [PRESET, f"+algo={algo}", f"dp.noise_multiplier={z:g}", "seed=1,2",
+                                          *_ov(chosen)])
         if z == 0:
             rates = _ov({k: chosen[k] for k in RATE_KEYS})
             for weighting in ("examples", "uniform"):
-                study.sweep(f"ablation/{algo}/{weighting}", [*no_dp(algo, weighting, rates), "seed=0,1,2"])
-    return _report(study, picks, clip_picks, rate_picks)
+                stages["ablation"].append(f"ablation/{algo}/{weighting}/{rates_tag(chosen)}")
+                study.sweep(stages["ablation"][-1], [*no_dp(algo, weighting, rates), "seed=0,1,2"])
+    return _report(study, picks, clip_picks, rate_picks, stages)
+
+
+def clip_tag(chosen: dict) -> str:
+    """A stage dir's name for a picked clip: runs after a changed pick go to a new dir, as a
+    run dir continues only the experiment it holds."""
+    if chosen["dp.name"] == "gaussian_fixed":
+        return f"fixed{float(chosen['dp.clip']):g}"
+    return f"adaptive{float(chosen['dp.target_quantile']):g}"
+
+
+def rates_tag(chosen: dict) -> str:
+    return f"lr{float(chosen[RATE_KEYS[0]]):g}-server{float(chosen[RATE_KEYS[1]]):g}"
 
 
 def no_dp(algo: str, weighting: str, rates: list[str]) -> list[str]:
@@ -99,7 +116,7 @@ def tuning_runs(study: S.Study, picks: dict) -> list:
     return [r for r in study.runs("clip", "rates") if tuple(r.key(k) for k in keys) in want]
 
 
-def _report(study: S.Study, picks, clip_picks, rate_picks) -> list[str]:
+def _report(study: S.Study, picks, clip_picks, rate_picks, stages: dict) -> list[str]:
     from analysis import plot, table
 
     out = [study.write("picks.json", {f"{a}@{z:g}": p for (a, z), p in sorted(picks.items())})]
@@ -107,14 +124,14 @@ def _report(study: S.Study, picks, clip_picks, rate_picks) -> list[str]:
     command = "make dp-study" + (" ARGS=--reduced" if not rate_picks else "")
     out += study.doc("dp_study_tuning", out[-1], command, page="docs/privacy.md")
     final = os.path.join(study.out, "final")
-    finals = study.runs("final") + tuning_runs(study, picks)
+    finals = study.runs(*stages["final"]) + tuning_runs(study, picks)
     t = table.Table(finals, [METRIC, "rmse"], "test", rows=["algo", "eval_mode", "dp.noise_multiplier"],
                     client_stats=["p10"], reference="fedavg:finetune")
     out += t.write(final, "table")
     out += study.doc("dp_study", out[-3], command, "\n\nEach row's picked clip and rates, with every candidate's "
                      "val score: [privacy.md](privacy.md#the-tuning-candidate-by-candidate) (also `tuned:` in "
                      "conf/sweep/movielens_dp_study.yaml).\n")
-    a = table.Table(study.runs("ablation") + [r for r in finals if r.key("dp.noise_multiplier") == 0],
+    a = table.Table(study.runs(*stages["ablation"]) + [r for r in finals if r.key("dp.noise_multiplier") == 0],
                     [METRIC, "rmse"], "test", rows=["algo", "eval_mode", "dp.name", "algo.client_weighting"])
     out += a.write(os.path.join(study.out, "ablation"), "table")
     out += study.doc("dp_study_ablation", os.path.join(study.out, "ablation", "table.md"), command)

@@ -77,10 +77,12 @@ def run(study: S.Study, args) -> list[str]:
     for name in names:
         got = S.pick(study.runs(f"tune/{name}"), ["task.split_by"], [LR], METRIC)
         picks.update({(name, split): p for (split,), p in got.items()})
+    finals = []  # named by the pick: after a changed pick its runs go to a new dir
     for (name, split), p in sorted(picks.items()):
-        study.sweep(f"final/{name}/{split}", [*PRESET, *ALGOS[name], f"{LR}={p['pick'][0]:g}",
-                                              f"task.split_by={split}", f"seed={SEEDS_AFTER}"])
-    return _report(study, ["known", "final"], picks, {n: ALGOS[n] for n in names})
+        finals.append(f"final/{name}/{split}/lr{p['pick'][0]:g}")
+        study.sweep(finals[-1], [*PRESET, *ALGOS[name], f"{LR}={p['pick'][0]:g}", f"task.split_by={split}",
+                                 f"seed={SEEDS_AFTER}"])
+    return _report(study, ["known", *finals], picks, {n: ALGOS[n] for n in names})
 
 
 def picked_runs(study: S.Study, picks: dict) -> list:

@@ -118,3 +118,41 @@ def test_dp_study_ablation_jobs_compose_without_dp(weighting):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=job)
     assert privacy.params(cfg) is None and cfg.algo.client_weighting == weighting
+
+
+def test_dp_study_runs_a_changed_pick_in_new_dirs_and_reports_only_the_picks_runs(monkeypatch):
+    """Stage dirs are named by the pick (clip, rates): after a pick changes (a grown grid),
+    its rates, final and ablation runs go to new dirs instead of being refused by the
+    old ones, and the report reads only the current picks' dirs."""
+    import argparse
+
+    from analysis import study_dp as D
+
+    def clip_run(name, clip, score):
+        cfg = {"dp": {"noise_multiplier": 0.0, "name": "gaussian_fixed", "clip": clip, "target_quantile": 0.5},
+               "algo": {"client_optimizer": {"learning_rate": 0.5}, "server_optimizer": {"learning_rate": 1.0}}}
+        final = {"val": {"rating_accuracy": score}}
+        return R.Run(name, {"algo": "fedrecon", "status": "completed", "final": final, "seed": 0}, cfg)
+
+    monkeypatch.setattr(D, "ALGOS", {"fedrecon": 0.5})
+    monkeypatch.setattr(D, "ZS", (0.0,))
+    got = {}
+    monkeypatch.setattr(D, "_report", lambda study, picks, c, r, stages: got.setdefault("stages", []).append(stages))
+
+    def dirs(clip_scores):
+        study = S.Study("out")
+        names = []
+        monkeypatch.setattr(study, "sweep", lambda name, overrides: names.append(name))
+        clip = [clip_run(f"c{c}", c, v) for c, v in clip_scores.items()]
+        monkeypatch.setattr(study, "runs", lambda *n: clip if n == ("clip",) else [])
+        D.run(study, argparse.Namespace(reduced=False))
+        return [n for n in names if not n.startswith("clip/")], got["stages"][-1]
+
+    first, stages1 = dirs({1.0: 0.40, 10.0: 0.39})
+    again, _ = dirs({1.0: 0.40, 10.0: 0.39})
+    changed, stages2 = dirs({1.0: 0.39, 10.0: 0.40})
+    assert first == again == ["rates/fedrecon/z0/fixed1", "final/fedrecon/z0/fixed1-lr0.5-server1",
+                              "ablation/fedrecon/examples/lr0.5-server1", "ablation/fedrecon/uniform/lr0.5-server1"]
+    assert changed[:2] == ["rates/fedrecon/z0/fixed10", "final/fedrecon/z0/fixed10-lr0.5-server1"]
+    assert stages1["final"] == [first[1]] and stages2["final"] == [changed[1]]
+    assert stages2["ablation"] == first[2:]  # the same rates: the same ablation runs
