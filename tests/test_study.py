@@ -87,7 +87,8 @@ def test_dp_study_reuses_each_picks_seed0_tuning_run(tmp_path, monkeypatch):
                "algo": {"client_optimizer": {"learning_rate": lr}, "server_optimizer": {"learning_rate": 1.0}}}
         return R.Run(path, {"algo": "fedrecon", "status": "completed", "final": {}, "seed": 0}, cfg)
 
-    stages = {"clip": [run("c1", 1.0, 0.5), run("c3", 3.0, 0.5)], "rates": [run("r1", 1.0, 0.25), run("r2", 1.0, 1.0)]}
+    stages = {"clip": [run("c1", 1.0, 0.5), run("c3", 3.0, 0.5)], "rates": [run("r1", 1.0, 0.25), run("r2", 1.0, 1.0)],
+              "server": []}
     study = S.Study(str(tmp_path))
     monkeypatch.setattr(study, "runs", lambda *names: [r for n in names for r in stages[n]])
     pick = {"dp.name": "gaussian_fixed", "dp.clip": 1.0, "dp.target_quantile": 0.5,
@@ -137,12 +138,12 @@ def test_dp_study_runs_a_changed_pick_in_new_dirs_and_reports_only_the_picks_run
     monkeypatch.setattr(D, "ALGOS", {"fedrecon": 0.5})
     monkeypatch.setattr(D, "ZS", (0.0,))
     got = {}
-    monkeypatch.setattr(D, "_report", lambda study, picks, c, r, stages: got.setdefault("stages", []).append(stages))
+    monkeypatch.setattr(D, "_report", lambda study, picks, tuning, stages: got.setdefault("stages", []).append(stages))
 
     def dirs(clip_scores):
         study = S.Study("out")
         names = []
-        monkeypatch.setattr(study, "sweep", lambda name, overrides: names.append(name))
+        monkeypatch.setattr(study, "sweep", lambda name, overrides: (names.append(name), got.update({name: overrides})))
         clip = [clip_run(f"c{c}", c, v) for c, v in clip_scores.items()]
         monkeypatch.setattr(study, "runs", lambda *n: clip if n == ("clip",) else [])
         D.run(study, argparse.Namespace(reduced=False))
@@ -151,8 +152,14 @@ def test_dp_study_runs_a_changed_pick_in_new_dirs_and_reports_only_the_picks_run
     first, stages1 = dirs({1.0: 0.40, 10.0: 0.39})
     again, _ = dirs({1.0: 0.40, 10.0: 0.39})
     changed, stages2 = dirs({1.0: 0.39, 10.0: 0.40})
-    assert first == again == ["rates/fedrecon/z0/fixed1", "final/fedrecon/z0/fixed1-lr0.5-server1",
+    assert first == again == ["rates/fedrecon/z0/fixed1", "server/fedrecon/z0/fixed1-lr0.5",
+                              "final/fedrecon/z0/fixed1-lr0.5-server1",
                               "ablation/fedrecon/examples/lr0.5-server1", "ablation/fedrecon/uniform/lr0.5-server1"]
-    assert changed[:2] == ["rates/fedrecon/z0/fixed10", "final/fedrecon/z0/fixed10-lr0.5-server1"]
-    assert stages1["final"] == [first[1]] and stages2["final"] == [changed[1]]
-    assert stages2["ablation"] == first[2:]  # the same rates: the same ablation runs
+    assert changed[:3] == ["rates/fedrecon/z0/fixed10", "server/fedrecon/z0/fixed10-lr0.5",
+                           "final/fedrecon/z0/fixed10-lr0.5-server1"]
+    assert stages1["final"] == [first[2]] and stages2["final"] == [changed[2]]
+    assert stages2["ablation"] == first[3:]  # the Baselines rates: the same ablation runs
+    # each rate stage tries its rate x {1/2, 2} with the other values at the pick so far
+    assert "algo.client_optimizer.learning_rate=0.25,1" in got[first[0]]
+    assert {"algo.server_optimizer.learning_rate=0.5,2", "algo.client_optimizer.learning_rate=0.5",
+            "dp.clip=1.0"} <= set(got[first[1]])
