@@ -11,6 +11,9 @@ from fedrecon_bench.errors import UserError
 @pytest.mark.parametrize("algo,extra,lr", [
     ("fedrecon", (), 0.5), ("fedavg", (), 0.1), ("fedavg", ("task.split_by=example",), 0.2),
     ("stateful_fedavg", (), 0.2), ("centralized", (), 0.02),
+    ("fedrep", (), 0.2), ("fedrep", ("task.split_by=example",), 0.02), ("ditto", (), 0.1),
+    ("hypcluster", ("algo.clusters=2",), 0.05), ("hypcluster", ("algo.clusters=4",), 0.2),
+    ("hypcluster", ("algo.clusters=4", "task.split_by=example"), 0.02), ("fedprox", (), 0.1),
     ("fedavg", ("algo.client_optimizer.learning_rate=0.3",), 0.3),          # the command line wins
     ("fedavg", ("++algo.client_optimizer.learning_rate=0.04",), 0.04),
 ])
