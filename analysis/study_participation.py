@@ -49,8 +49,8 @@ def run(study: S.Study, args) -> list[str]:
             rounds = ",".join(map(str, rounds_for(split)))
             study.sweep(f"runs/{name}/{split}", [
                 "experiment=movielens_paper", "logger=none", *ALGOS[name], f"task.split_by={split}",
-                f"clients_per_round={CLIENTS_PER_ROUND}", f"rounds={rounds}", "eval_every=${rounds}",
-                "checkpoint_every=0", f"seed={seeds}"])
+                f"clients_per_round={CLIENTS_PER_ROUND}", f"seed={seeds}", f"rounds={rounds}", "eval_every=${rounds}",
+                "checkpoint_every=0"])  # seed before rounds: job k of --reduced is job k of the full grid
     return [] if study.dry_run else _report(study)
 
 

@@ -163,3 +163,21 @@ def test_dp_study_runs_a_changed_pick_in_new_dirs_and_reports_only_the_picks_run
     assert "algo.client_optimizer.learning_rate=0.25,1" in got[first[0]]
     assert {"algo.server_optimizer.learning_rate=0.5,2", "algo.client_optimizer.learning_rate=0.5",
             "dp.clip=1.0"} <= set(got[first[1]])
+
+
+def test_participation_reduced_jobs_are_the_first_jobs_of_the_full_grid(tmp_path, capsys):
+    """--reduced (seed 0) and the full grid (seeds 0-2) share their sweep dirs, so job k of the
+    one must be job k of the other: a relaunch with all seeds reuses seed 0's runs."""
+    import subprocess
+    import sys
+
+    def jobs(*flags):
+        assert S.main(["participation", "--dry-run", "--out", str(tmp_path), *flags]) == 0
+        first = capsys.readouterr().out.splitlines()[0].split()  # stateful FedAvg, unseen users
+        p = subprocess.run([sys.executable, *first[1:], "--dry-run"], cwd=S.ROOT, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr[-2000:]
+        return [l.split(": ", 1)[1] for l in p.stdout.splitlines() if l.startswith("job ")]
+
+    reduced, full = jobs("--reduced"), jobs()
+    assert len(reduced) == 5 and len(full) == 15 and full[:5] == reduced
+    assert [j.split("seed=")[1].split()[0] for j in full] == ["0"] * 5 + ["1"] * 5 + ["2"] * 5
