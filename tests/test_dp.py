@@ -289,10 +289,10 @@ def test_privacy_sweep_preset_composes_and_its_grid_reaches_epsilon_10(algo):
     assert privacy.epsilon_replace_one(grid[-1], n, cfg.clients_per_round, cfg.rounds, delta) <= 10.0
 
 
-@pytest.mark.parametrize("algo,z,name,clip,lr", [
-    ("fedrecon", 0, "gaussian_fixed", 10.0, 1.0), ("fedrecon", 8, "gaussian_fixed", 1.0, 0.25),
-    ("stateful_fedavg", 4, "gaussian_fixed", 3.0, 0.1), ("fedavg", 2, "gaussian_adaptive", 0.1, 0.1)])
-def test_privacy_sweep_preset_runs_each_rows_tuned_clip_and_rates(algo, z, name, clip, lr):
+@pytest.mark.parametrize("algo,z,name,clip,lr,server", [
+    ("fedrecon", 0, "gaussian_fixed", 10.0, 1.0, 2.0), ("fedrecon", 8, "gaussian_fixed", 1.0, 0.25, 1.0),
+    ("stateful_fedavg", 4, "gaussian_fixed", 3.0, 0.1, 1.0), ("fedavg", 2, "gaussian_adaptive", 0.1, 0.1, 1.0)])
+def test_privacy_sweep_preset_runs_each_rows_tuned_clip_and_rates(algo, z, name, clip, lr, server):
     """`-m +sweep=movielens_dp_study +algo=X dp.noise_multiplier=z` runs the study's pick
     (conf/sweep/movielens_dp_study.yaml `tuned:`); a rate on the command line wins."""
     from hydra import compose as hydra_compose, initialize_config_dir
@@ -307,4 +307,5 @@ def test_privacy_sweep_preset_runs_each_rows_tuned_clip_and_rates(algo, z, name,
     tuned.apply(cfg)
     tuned.apply(mine, tuned.override_keys(["algo.client_optimizer.learning_rate=0.01"]))
     assert (cfg.dp.name, cfg.dp.clip, cfg.algo.client_optimizer.learning_rate) == (name, clip, lr)
+    assert cfg.algo.server_optimizer.learning_rate == server
     assert (mine.dp.clip, mine.algo.client_optimizer.learning_rate) == (clip, 0.01)
