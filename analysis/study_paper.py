@@ -128,7 +128,7 @@ def _readme(study: S.Study, runs, pair, command: str) -> list[str]:
     per-user spread against FedAvg + fine-tuning."""
     from analysis import table
 
-    rows = ["algo", "algo.clusters", "eval_mode"]
+    rows = ["algo", "algo.clusters"]  # each algorithm's headline mode per split; every mode: docs/results.md
     a = table.Table(runs, [METRIC, "rmse"], "test", rows=rows, cols=["task.split_by"]).write(study.out, "readme")
     b = table.Table(pair, [METRIC], "test", rows=["algo", "eval_mode", "task.split_by"],
                     client_stats=["p10", "p50", "p90"], reference=REFERENCE).write(study.out, "readme_per_client")
