@@ -197,11 +197,10 @@ def _plan(cfg, run_dir: str, plan: Plan) -> Plan:
     diverged = summary.get("status") == "diverged" and summary.get("round_reached", 0) <= cfg.rounds
     if (completed and cfg.rounds <= done_rounds) or diverged:
         check_same_config(run_dir, reference, config_of(cfg))
-        why = ("this run, completed" if cfg.rounds == done_rounds else
+        why = (f"this run, diverged at round {summary['round_reached']} (a new run dir runs it again)"
+               if diverged else "this run, completed" if cfg.rounds == done_rounds else  # diverged: a result
                f"a completed run of {done_rounds} rounds, and rounds={cfg.rounds} asks for no more "
                f"(a run of {cfg.rounds} rounds from the start needs a new run dir)")
-        if diverged:  # the same seed diverges again at the same round: a result, not a crash
-            why = f"this run, diverged at round {summary['round_reached']} (a new run dir runs it again)"
         plan.previous, plan.notes = summary, [f"{run_dir} already holds {why}; nothing to do"]
         return plan
     listed = "; ".join(f"{os.path.basename(p)}: {why}" for p, why in bad)
@@ -283,9 +282,7 @@ def _remove(path: str) -> None:
         os.remove(path)
 
 
-# --------------------------------------------------------------------------
-# The config a run was made with
-# --------------------------------------------------------------------------
+# --- The config a run was made with ------------------------------------------
 def config_of(cfg) -> dict:
     """The config as plain JSON values, resolved where this process can."""
     from omegaconf import OmegaConf
