@@ -5,7 +5,7 @@
     summary.json says completed:
         rounds <= its rounds      -> nothing to do (the line says why), if the config matches
         rounds >  its rounds      -> extend: continue from its final checkpoint
-    summary.json says diverged (at a round <= rounds): nothing to do, if the config matches
+    summary.json says diverged (at a round <= rounds): nothing to do, as completed
     checkpoints, newest first, each read in full (checkpoint.read):
         an unreadable one         -> reported; the one before it is used
         none readable             -> refuse, or start again with restart_on_bad_checkpoint=true
@@ -197,10 +197,11 @@ def _plan(cfg, run_dir: str, plan: Plan) -> Plan:
     diverged = summary.get("status") == "diverged" and summary.get("round_reached", 0) <= cfg.rounds
     if (completed and cfg.rounds <= done_rounds) or diverged:
         check_same_config(run_dir, reference, config_of(cfg))
-        why = (f"this run, diverged at round {summary['round_reached']} (a new run dir runs it again)"
-               if diverged else "this run, completed" if cfg.rounds == done_rounds else  # diverged: a result
+        why = ("this run, completed" if cfg.rounds == done_rounds else
                f"a completed run of {done_rounds} rounds, and rounds={cfg.rounds} asks for no more "
                f"(a run of {cfg.rounds} rounds from the start needs a new run dir)")
+        if diverged:  # the same seed diverges again at the same round: a result, not a crash
+            why = f"this run, diverged at round {summary['round_reached']} (a new run dir runs it again)"
         plan.previous, plan.notes = summary, [f"{run_dir} already holds {why}; nothing to do"]
         return plan
     listed = "; ".join(f"{os.path.basename(p)}: {why}" for p, why in bad)
@@ -349,9 +350,7 @@ def _hydra_config(run_dir: str) -> dict | None:
     return config_of(OmegaConf.load(path))
 
 
-# --------------------------------------------------------------------------
-# .hydra/ and a refused fresh run dir
-# --------------------------------------------------------------------------
+# --- .hydra/ and a refused fresh run dir -----------------------------------
 def record_config(cfg, run_dir: str) -> None:
     """.hydra/config.yaml, hydra.yaml and overrides.yaml, as Hydra writes them: Hydra
     itself does not here (hydra.output_subdir: null) so that a refused launch changes nothing.
