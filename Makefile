@@ -12,7 +12,7 @@ MODERN_GROUPS = --locked --no-default-groups --group modern --python $(MODERN_PY
 # (tests/conftest.py). WORKERS=0 runs in one process.
 WORKERS ?= 2
 
-.PHONY: uv env env-modern run test test-modern bench clean paper-movielens dp-study participation-study
+.PHONY: uv env env-modern run test test-modern bench clean paper-movielens dp-study participation-study tasks-study
 uv:
 	@command -v uv >/dev/null 2>&1 || [ -x "$$HOME/.local/bin/uv" ] || \
 	  $(PY) -m pip install --quiet uv || $(PY) -m pip install --quiet --user uv
@@ -45,6 +45,9 @@ dp-study: env
 
 participation-study: env
 	$(UV) run --locked python -m analysis.study participation $(ARGS)
+
+tasks-study: env
+	$(UV) run --locked python -m analysis.study tasks $(ARGS)
 
 clean:
 	rm -rf runs multirun .pytest_cache

@@ -1,7 +1,7 @@
 """Studies: one resumable command per paper table, from sweeps to the table and plots.
 
     python -m analysis.study <name> [--out DIR] [--reduced] [--dry-run]
-    make paper-movielens | make dp-study | make participation-study
+    make paper-movielens | make dp-study | make participation-study | make tasks-study
 
 A study is a few stages of sweeps (Hydra multiruns into fixed dirs under --out, default
 studies/<name>), each stage free to use what the ones before picked on validation users,
@@ -9,7 +9,8 @@ then tables and plots. Running it again skips every completed job (a run dir hol
 completed run has nothing to do), so an interrupted study continues where it stopped.
 --dry-run prints the sweeps' commands instead of running them. The studies: study_dp.py
 (the privacy-utility study), study_paper.py (the MovieLens paper table),
-study_participation.py (accuracy against how often clients come back).
+study_participation.py (accuracy against how often clients come back), study_tasks.py (the
+personalization baselines on EMNIST and Shakespeare).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from fedrecon_bench.errors import UserError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC_PAGE = "docs/results.md"
 STUDIES = {"dp": "analysis.study_dp", "paper-movielens": "analysis.study_paper",
-           "participation": "analysis.study_participation"}
+           "participation": "analysis.study_participation", "tasks": "analysis.study_tasks"}
 
 
 class Study:
