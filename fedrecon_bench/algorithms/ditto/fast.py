@@ -41,7 +41,8 @@ class Ditto(FedAvg):
         """s steps of v <- v - eta_p (grad F(v) + lam (v - w)). Plain SGD: the client's rows of a
         sparse table step in its view; its other rows, where grad F = 0, take the s steps'
         closed form w + (1 - eta_p lam)^s (v - w). Else every row steps."""
-        v, sched, key, opt = c["v"], c["steps"], jax.random.fold_in(c["key"], 1), self.personal_opt
+        v = jax.tree_util.tree_map(jnp.asarray, c["v"])  # host mode hands a client's v over as numpy
+        sched, key, opt = c["steps"], jax.random.fold_in(c["key"], 1), self.personal_opt
         if not opt.plain_sgd:
             new, _ = self.client.train(v, {}, opt, c["data"], sched, key, local=False, stats=False,
                                        prox=(self.lam, w))
@@ -57,10 +58,13 @@ class Ditto(FedAvg):
     def next(self, state, clients, client_ids):
         new_state, metrics = super().next(state, clients, client_ids)  # the global model: FedAvg's round
         steps = clients.schedule("all", self.p_epochs, self.p_steps_max)
-        c = {"v": self.personal(state.params, client_ids), "data": clients.data, "rows": clients.rows,
-             "steps": steps, "key": self.round_keys(state, len(clients))}
-        _, kept = self.exec.run(self._personal_client, state.params, c, steps.count)
-        client_store.put_stacked(self.client_store, self.names, client_ids, kept)
+        c = {"data": clients.data, "rows": clients.rows, "steps": steps, "key": self.round_keys(state, len(clients))}
+        ids = list(client_ids)
+        # v is read from the store and written back a group of clients at a time: a round holds
+        # one group's personal models (whole models), not every sampled client's
+        load = lambda at: {"v": self.personal(state.params, [ids[i] for i in at])}
+        sink = lambda at, kept: client_store.put_stacked(self.client_store, self.names, [ids[i] for i in at], kept)
+        self.exec.run(self._personal_client, state.params, c, steps.count, load=load, sink=sink)
         return new_state, {**metrics, **client_store.round_metrics(self.client_store)}
 
 

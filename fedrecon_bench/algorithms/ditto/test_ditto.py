@@ -18,6 +18,7 @@ from conftest import crash_then_resume, untimed_rows  # noqa: E402
 from test_fast_engine import emnist_args, nwp_args  # noqa: E402,F401  (fixtures)
 from test_per_client import Collector, pooled_from_records  # noqa: E402
 
+from fedrecon_bench import client_store as fast_store  # noqa: E402
 from fedrecon_bench.algorithms import testing  # noqa: E402
 from fedrecon_bench.compose import compose  # noqa: E402
 from fedrecon_bench.errors import UserError  # noqa: E402
@@ -244,6 +245,25 @@ def _growth(ratings, tmp_path, store: str) -> tuple[int, int]:
         state, _ = a.next(state, pops[0].select(idx), _ids(data, idx))
         rss.append(proc.memory_info().rss)
     return max(rss[3:]) - rss[2], a.client_store.nbytes
+
+
+@pytest.mark.parametrize("mode", ["vmap", "host"])
+def test_a_round_reads_and_writes_personal_models_a_group_at_a_time(ratings, tmp_path, monkeypatch, mode):
+    """The round's personal pass holds one group's models (fast.max_group clients; host: one), not
+    every sampled client's: Ditto's peak memory does not grow with clients_per_round."""
+    from fedrecon_bench.algorithms.ditto.fast import Ditto
+
+    read, written = [], []
+    personal, put = Ditto.personal, fast_store.put_stacked
+    monkeypatch.setattr(Ditto, "personal", lambda self, w, ids: read.append(list(ids)) or personal(self, w, ids))
+    monkeypatch.setattr(fast_store, "put_stacked",
+                        lambda st, names, ids, v: written.append(list(ids)) or put(st, names, ids, v))
+    a, data, pops = testing.build("ditto", "fast", ratings, tmp_path, *MEMORY, f"fast.clients={mode}",
+                                  "fast.max_group=2")
+    testing.rounds(a, data, pops, [list(range(7))])
+    most = 1 if mode == "host" else 2
+    assert max(map(len, read[1:] if mode == "vmap" else read)) <= most and max(map(len, written)) <= most
+    assert sorted(sum(written, [])) == sorted(_ids(data, range(7))) and len(a.client_store) == 7
 
 
 @pytest.mark.xfail(testing.new_jax(), strict=False, reason=(

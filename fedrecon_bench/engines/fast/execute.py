@@ -129,26 +129,22 @@ class Executor:
             self.steps["computed"] += int(sum(len(g) * counts[g].max(0).sum() for g in groups))
 
     # --- running clients -------------------------------------------------------
-    def run(self, fn, shared, clients: dict, counts: np.ndarray, delta_like: dict | None = None):
+    def run(self, fn, shared, clients: dict, counts: np.ndarray, delta_like: dict | None = None,
+            load=None, sink=None):
         """Runs fn(shared, client) for every client (a slice of each array of `clients` along
         its leading axis); returns (sums, kept): sums = a ClientOut of sum_c w_c delta_c,
         sum_c w_c and the summed tallies (those fn returns), kept = fn's `keep` outputs
-        stacked in client order (None if it has none)."""
+        stacked in client order (None if it has none, or with `sink`).
+        load(positions) -> more per-client arrays for those clients, read a group (host: a
+        client) at a time; sink(positions, kept) takes each group's `keep` instead of stacking
+        them. Together they hold one group's clients' state at a time, not the round's (Ditto's
+        personal models: whole models)."""
         clients = jax.tree_util.tree_map(np.asarray, clients)
+        part = lambda at: {**jax.tree_util.tree_map(lambda a: a[at], clients), **(load(at) if load else {})}
         n = len(counts)
         if self.mode == "host":  # fn runs eagerly (its steps are compiled calls)
-            self._count(counts)
-            add = self._jit(("add", fn), lambda: lambda acc, out: self._accumulate(acc, _stack1(out)))
-            acc, kept = None, []
-            for c in range(n):
-                out = fn(shared, jax.tree_util.tree_map(lambda a: a[c], clients))
-                if acc is None:
-                    acc = self._zero(jax.eval_shape(lambda: out), delta_like)
-                acc = add(acc, out._replace(keep=None))
-                kept.append(out.keep)
-            return acc, (None if kept[0] is None else
-                         jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *kept))
-        acc = self._empty(fn, shared, clients, delta_like)
+            return self._run_host(fn, shared, part, n, counts, delta_like, sink)
+        acc = self._empty(fn, shared, part(np.arange(1)) if load else clients, delta_like)
         if self.mode == "sequential":
             self._count(counts)
 
@@ -159,7 +155,12 @@ class Executor:
                         return self._accumulate(acc, _stack1(out._replace(keep=None))), out.keep
                     return jax.lax.scan(body, acc, clients)
                 return seq
-            return self._jit(("seq", fn), make)(shared, clients, acc)
+            everyone = np.arange(n)
+            acc, kept = self._jit(("seq", fn), make)(shared, part(everyone) if load else clients, acc)
+            if sink is None:
+                return acc, kept
+            sink(everyone, kept)
+            return acc, None
         key = counts.tobytes() + str(counts.shape).encode()
         if key not in self._plans:
             if len(self._plans) > 64:
@@ -176,12 +177,28 @@ class Executor:
         run_group = self._jit(("vmap", fn), make)
         kept = []
         for g in groups:
-            acc, k = run_group(shared, jax.tree_util.tree_map(lambda a: a[g], clients), acc)
-            kept.append(k)
-        if kept[0] is None:
+            acc, k = run_group(shared, part(g), acc)
+            kept.append(k) if sink is None else sink(g, k)
+        if sink is not None or kept[0] is None:
             return acc, None
         inverse = np.argsort(np.concatenate(groups))
         return acc, jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs)[inverse], *kept)
+
+    def _run_host(self, fn, shared, part, n: int, counts: np.ndarray, delta_like, sink):
+        """run() with mode host: one client at a time."""
+        self._count(counts)
+        add = self._jit(("add", fn), lambda: lambda acc, out: self._accumulate(acc, _stack1(out)))
+        acc, kept = None, []
+        for c in range(n):
+            at = np.array([c])
+            out = fn(shared, jax.tree_util.tree_map(lambda a: a[0], part(at)))
+            if acc is None:
+                acc = self._zero(jax.eval_shape(lambda: out), delta_like)
+            acc = add(acc, out._replace(keep=None))
+            kept.append(out.keep) if sink is None else sink(at, _stack1(out.keep))
+        if sink is not None or kept[0] is None:
+            return acc, None
+        return acc, jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *kept)
 
     def chain(self, fn, carry, clients: dict, counts: np.ndarray):
         """Clients strictly one after another, each starting from the previous one's
