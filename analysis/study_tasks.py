@@ -20,6 +20,8 @@ MovieLens paper table (study_paper.py) is the tuned comparison.
 """
 from __future__ import annotations
 
+import os
+
 from analysis import study as S
 from analysis.study_paper import available
 
@@ -65,11 +67,14 @@ def _report(study: S.Study, command: str) -> list[str]:
         if not runs:
             continue
         every += runs
+        ref = REFERENCE if any(r.key("algo") == REFERENCE.split(":")[0] for r in runs) else None
         t = table.Table(runs, [metric], "test", rows=["algo", "eval_mode"], client_stats=["p10", "p50", "p90"],
-                        reference=REFERENCE).write(study.out, f"{task}/table")
+                        reference=ref).write(os.path.join(study.out, task), "table")
         out += t + study.doc(f"tasks_{task}", t[0], command)
     if every:  # README: each algorithm's headline mode, both tasks side by side
-        metrics = [m for _, m, *_rest in TASKS.values()]
-        t = table.Table(every, metrics, "test", rows=["algo"], cols=["task"]).write(study.out, "readme/table")
+        shown = {r.key("task"): TASKS[name][1] for name in TASKS for r in study.runs(f"runs/{name}")[:1]}
+        t = table.Table(every, sorted(set(shown.values())), "test", rows=["algo"], cols=["task"],
+                        col_metrics={task: [m] for task, m in shown.items()})
+        t = t.write(os.path.join(study.out, "readme"), "table")
         out += t + study.doc("readme_tasks", t[0], command, page="README.md")
     return out

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import os
 import statistics
 import sys
@@ -49,7 +50,9 @@ def _sort_key(v):
 class Table:
     def __init__(self, runs, metrics=None, split="test", select="final", val_metric=None,
                  rows=None, cols=None, decimals=3, tune=None, accountant=None, client_stats=None,
-                 reference=None):
+                 reference=None, col_metrics=None):
+        """col_metrics: {column value (its first key's, e.g. a task): the metrics it shows}; the
+        others show every metric."""
         if select not in ("final", "best-val"):
             raise UserError(f"--select {select!r}: use final or best-val")
         self.all_runs = runs
@@ -81,6 +84,7 @@ class Table:
         self.constants = {k: v for k, v in R.constant_keys(self.runs).items()
                           if k not in self.row_keys}
         self.col_keys = cols or ["task"]
+        self.col_metrics = col_metrics or {}
         self.notes: list[str] = []
         self.tuned: dict = {}
         if tune:
@@ -187,7 +191,9 @@ class Table:
                               + "; not counted")
 
     def columns(self):
-        return [(col, m) for col in self.col_vals for m in self.metrics]
+        """(column value, metric) pairs that some row has (a task without the metric has no column)."""
+        return [(col, m) for col in self.col_vals for m in self.metrics
+                if m in self.col_metrics.get(col[0], [m]) and any((row, col, m) in self.stats for row in self.row_vals)]
 
     def _cells(self, row, fmt, missing: str) -> list[str]:
         """One formatted cell per column: fmt(mean, std, n, is_best), or `missing`."""
@@ -253,14 +259,16 @@ class Table:
     def latex(self) -> str:
         esc = lambda s: (str(s).replace("\\", r"\textbackslash{}").replace("_", r"\_")
                          .replace("&", r"\&").replace("%", r"\%").replace("#", r"\#"))
-        nr, nm = len(self.row_keys) + bool(self.eps), len(self.metrics)  # nr: the leading columns
+        nr = len(self.row_keys) + bool(self.eps)  # the leading columns
+        widths = [(c, sum(1 for cc, _ in self.columns() if cc == c)) for c in self.col_vals]
+        widths = [(c, w) for c, w in widths if w]
         lines = [r"% requires \usepackage{booktabs}",
                  r"\begin{tabular}{" + "l" * nr + "c" * len(self.columns()) + "}", r"\toprule"]
-        groups = " & ".join([""] * nr + [rf"\multicolumn{{{nm}}}{{c}}{{{esc(' / '.join(map(str, c)))}}}"
-                                          for c in self.col_vals])
+        groups = " & ".join([""] * nr + [rf"\multicolumn{{{w}}}{{c}}{{{esc(' / '.join(map(str, c)))}}}"
+                                          for c, w in widths])
         lines.append(groups + r" \\")
-        lines.append(" ".join(rf"\cmidrule(lr){{{nr + 1 + i * nm}-{nr + (i + 1) * nm}}}"
-                              for i in range(len(self.col_vals))))
+        ends = list(itertools.accumulate(w for _, w in widths))
+        lines.append(" ".join(rf"\cmidrule(lr){{{nr + 1 + a}-{nr + b}}}" for a, b in zip([0, *ends[:-1]], ends)))
         arrow = lambda m: r"$\downarrow$" if R.lower_is_better(m) else r"$\uparrow$"
         lines.append(" & ".join([esc(k) for k in self.row_keys] + ([r"$\varepsilon$"] if self.eps else []) +
                                 [f"{esc(m)} {arrow(m)}" for _, m in self.columns()]) + r" \\")

@@ -363,3 +363,24 @@ def test_config_values_that_point_at_other_keys_are_resolved(tmp_path):
     assert _read_yaml(str(p))["algo"]["client_weighting"] == "${dp.client_weighting}"  # unresolvable env: raw
     p.write_text("algo: {client_weighting: '${dp.client_weighting}'}\ndp: {client_weighting: uniform}\n")
     assert _read_yaml(str(p))["algo"]["client_weighting"] == "uniform"
+
+
+def test_tasks_side_by_side_show_each_tasks_own_metric_and_no_empty_column(tmp_path):
+    """Columns by task: a (task, metric) pair that no run has is not a column, and col_metrics
+    keeps one headline metric per task (EMNIST accuracy beside NWP accuracy_no_oov), in the
+    Markdown and in the LaTeX (whose column groups then differ in width)."""
+    root = tmp_path / "s"
+    for algo, em, nwp in (("a", 0.60, 0.09), ("b", 0.65, 0.08)):
+        make_run(root, f"{algo}-e", algo=algo, seed=0, task="emnist", final={"test": {"accuracy": em}})
+        make_run(root, f"{algo}-n", algo=algo, seed=0, task="nwp",
+                 final={"test": {"accuracy": nwp - 0.02, "accuracy_no_oov": nwp}})
+    runs = R.load_runs([str(root)])
+    t = table_mod.Table(runs, ["accuracy", "accuracy_no_oov"], "test", rows=["algo"], cols=["task"])
+    assert [f"{c[0]} {m}" for c, m in t.columns()] == ["emnist accuracy", "nwp accuracy", "nwp accuracy_no_oov"]
+    t = table_mod.Table(runs, ["accuracy", "accuracy_no_oov"], "test", rows=["algo"], cols=["task"],
+                        col_metrics={"emnist": ["accuracy"], "nwp": ["accuracy_no_oov"]})
+    md = t.markdown()
+    assert md.splitlines()[0] == "| algo | emnist accuracy ↑ | nwp accuracy_no_oov ↑ |"
+    assert _cells(md) == {"a": ["0.600 (n=1)", "**0.090** (n=1)"], "b": ["**0.650** (n=1)", "0.080 (n=1)"]}
+    tex = t.latex()
+    assert r"\multicolumn{1}{c}{emnist} & \multicolumn{1}{c}{nwp}" in tex and r"\cmidrule(lr){3-3}" in tex
