@@ -48,6 +48,12 @@ ALGOS = {
 # The Baselines table's picks (unseen, seen users), already tuned on GRID over 3 seeds
 KNOWN = {"fedrecon": (0.5, 0.5), "fedavg": (0.1, 0.2), "stateful_fedavg": (0.2, 0.2), "centralized": (0.02, 0.02)}
 REDUCED = ("fedrecon", "fedavg")
+# Keys an algorithm has beyond the client rate, tuned at its picked rate on seed 0 (the personal
+# stage): Ditto's pull towards the global model and its personal rate, and on seen users where
+# each v starts (w_0, the paper's, or the global model on a client's first visit)
+_DITTO = {"algo.lam": (0.1, 1.0), "algo.personal_optimizer.learning_rate": (0.01, 0.03, 0.1)}
+PERSONAL = {("ditto", "user"): _DITTO, ("ditto", "example"): {**_DITTO, "algo.personal_init": ("initial", "global")}}
+SHORT = {LR: "lr", "algo.lam": "lam", "algo.personal_optimizer.learning_rate": "plr", "algo.personal_init": "init"}
 ROWS = ["algo", "algo.clusters", "eval_mode", "task.split_by"]
 
 
@@ -78,21 +84,43 @@ def run(study: S.Study, args) -> list[str]:
     picks = {}
     for name in names:
         got = S.pick(study.runs(f"tune/{name}"), ["task.split_by"], [LR], METRIC)
-        picks.update({(name, split): p for (split,), p in got.items()})
+        picks.update({(name, split): {**p, "keys": [LR], "stage": f"tune/{name}"} for (split,), p in got.items()})
+    for (name, split), p in sorted(picks.items()):  # then the algorithm's own keys, at its picked rate
+        if (name, split) in PERSONAL:
+            picks[(name, split)] = _tune_personal(study, name, split, p)
     finals = []  # named by the pick: after a changed pick its runs go to a new dir
     for (name, split), p in sorted(picks.items()):
-        finals.append(f"final/{name}/{split}/lr{p['pick'][0]:g}")
-        study.sweep(finals[-1], [*PRESET, *ALGOS[name], f"{LR}={p['pick'][0]:g}", f"task.split_by={split}",
-                                 f"seed={SEEDS_AFTER}"])
+        finals.append(f"final/{name}/{split}/{_label(p)}")
+        study.sweep(finals[-1], [*PRESET, *ALGOS[name], *(f"{k}={_str(v)}" for k, v in zip(p["keys"], p["pick"])),
+                                 f"task.split_by={split}", f"seed={SEEDS_AFTER}"])
     return _report(study, ["known", *finals], picks, {n: ALGOS[n] for n in names})
 
 
+def _tune_personal(study: S.Study, name: str, split: str, p: dict) -> dict:
+    """Seed 0 of PERSONAL's grid at the picked client rate; the pick over rate and those keys."""
+    grid, lr = PERSONAL[(name, split)], p["pick"][0]
+    stage = f"personal/{name}/{split}/lr{lr:g}"
+    study.sweep(stage, [*PRESET, *ALGOS[name], f"{LR}={lr:g}", f"task.split_by={split}",
+                        *(f"{k}={','.join(map(_str, v))}" for k, v in grid.items()), "seed=0"])
+    got = S.pick(study.runs(stage), [], list(grid), METRIC)[()]
+    return {"pick": (lr, *got["pick"]), "keys": [LR, *grid], "stage": stage, "rate": p, "own": got}
+
+
+def _str(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _label(p: dict) -> str:
+    """A pick as a dir name: lr0.1, or lr0.1-lam1-plr0.03 with an algorithm's own keys."""
+    return "-".join(f"{SHORT.get(k, k)}{_str(v)}" for k, v in zip(p["keys"], p["pick"]))
+
+
 def picked_runs(study: S.Study, picks: dict) -> list:
-    """The tune stage's seed-0 run at each pick, with the final stage's other seeds."""
+    """The seed-0 run at each pick (its tune or personal stage), with the final stage's other seeds."""
     keep = []
     for (name, split), p in picks.items():
-        keep += [r for r in study.runs(f"tune/{name}")
-                 if r.key("task.split_by") == split and r.key(LR) == p["pick"][0]]
+        keep += [r for r in study.runs(p["stage"]) if r.key("task.split_by") == split
+                 and all(r.key(k) == v for k, v in zip(p["keys"], p["pick"]))]
     return keep
 
 
@@ -148,12 +176,15 @@ def _doc_image(study: S.Study, png: str, name: str, split: str) -> str:
 
 
 def _tuning_md(study: S.Study, picks) -> str:
-    lines = [f"| algorithm | users | {LR} | val {METRIC} (seed 0) |", "|---|---|---|---|"]
+    """Every candidate's seed-0 val score: the client rates, then an algorithm's own keys at its rate."""
+    lines = [f"| algorithm | users | candidate | val {METRIC} (seed 0) |", "|---|---|---|---|"]
     for (name, split), p in sorted(picks.items()):
-        for cand, v in sorted(p["scores"].items()):
-            mark = " **(picked)**" if cand == p["pick"] else ""
-            lines.append(f"| {name} | {split} | {cand[0]:g}{mark} | {v:.4f} |")
-        lines += [f"| {name} | {split} | {c[0]:g} | diverged |" for c in p["unstable"]]
+        for keys, stage in [([LR], p.get("rate", p))] + ([(p["keys"][1:], p["own"])] if "own" in p else []):
+            show = lambda c: ", ".join(f"{SHORT.get(k, k)}={_str(v)}" for k, v in zip(keys, c))
+            for cand, v in sorted(stage["scores"].items(), key=lambda t: tuple(map(str, t[0]))):
+                mark = " **(picked)**" if cand == stage["pick"] else ""
+                lines.append(f"| {name} | {split} | {show(cand)}{mark} | {v:.4f} |")
+            lines += [f"| {name} | {split} | {show(c)} | diverged |" for c in stage["unstable"]]
     return study.write("tuning.md", "\n".join(lines) + "\n")
 
 
@@ -164,5 +195,6 @@ def _tuned_yaml(picks, algos) -> str:
         when = {"algo.name": algos[name][0].split("=")[1], "task.split_by": split}
         when.update(dict(o.split("=") for o in algos[name][1:] if o.startswith("algo.clusters")))
         cond = ", ".join(f"{k}: {v}" for k, v in when.items())
-        rows.append(f"  - {{when: {{{cond}}}, set: {{{LR}: {p['pick'][0]:g}}}}}")
+        chosen = ", ".join(f"{k}: {_str(v)}" for k, v in zip(p["keys"], p["pick"]))
+        rows.append(f"  - {{when: {{{cond}}}, set: {{{chosen}}}}}")
     return "tuned:\n" + "\n".join(rows) + "\n"

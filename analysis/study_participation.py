@@ -29,7 +29,9 @@ CLIENTS_PER_ROUND = 100
 ALGOS = {
     "stateful_fedavg": ["+algo=stateful_fedavg"],
     "fedrep": ["+algo=fedrep"],
-    "ditto": ["+algo=ditto", "algo.store=memory"],
+    # Ditto's own keys at their defaults, as measured (the preset's tuned rows would change them)
+    "ditto": ["+algo=ditto", "algo.store=memory", "algo.lam=0.1", "algo.personal_optimizer.learning_rate=0.1",
+              "algo.personal_init=initial"],
     "fedrecon": ["+algo=fedrecon"],
     "fedavg": ["+algo=fedavg", "algo.eval=finetune"],
     "hypcluster": ["+algo=hypcluster", "algo.clusters=2"],

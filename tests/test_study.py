@@ -181,3 +181,51 @@ def test_participation_reduced_jobs_are_the_first_jobs_of_the_full_grid(tmp_path
     reduced, full = jobs("--reduced"), jobs()
     assert len(reduced) == 5 and len(full) == 15 and full[:5] == reduced
     assert [j.split("seed=")[1].split()[0] for j in full] == ["0"] * 5 + ["1"] * 5 + ["2"] * 5
+
+
+def test_paper_study_tunes_dittos_own_keys_at_its_picked_rate_and_runs_its_finals_there(monkeypatch, tmp_path):
+    """The personal stage: at each split's picked client rate, seed 0 of Ditto's grid (lambda,
+    personal rate; on seen users also where v starts); the finals, the seed-0 run the table
+    keeps and the preset's tuned row all use the full pick."""
+    import argparse
+
+    from analysis import study_paper as P
+
+    def run(name, split, lr, val, lam=0.1, plr=0.1, init="initial"):
+        cfg = {"task": {"split_by": split}, "algo": {"client_optimizer": {"learning_rate": lr}, "lam": lam,
+                                                     "personal_optimizer": {"learning_rate": plr}, "personal_init": init}}
+        return R.Run(name, {"algo": "ditto", "status": "completed", "final": {"val": {"rating_accuracy": val}},
+                            "seed": 0}, cfg)
+
+    stages = {"tune/ditto": [run("t1", "user", 0.1, 0.33), run("t2", "user", 0.2, 0.30),
+                             run("t3", "example", 0.2, 0.22)],
+              "personal/ditto/user/lr0.1": [run("u1", "user", 0.1, 0.36, lam=1.0, plr=0.03),
+                                            run("u2", "user", 0.1, 0.34, lam=0.1, plr=0.03)],
+              "personal/ditto/example/lr0.2": [run("e1", "example", 0.2, 0.39, lam=1.0, plr=0.01, init="global"),
+                                               run("e2", "example", 0.2, 0.25, lam=1.0, plr=0.01)]}
+    monkeypatch.setattr(P, "KNOWN", {})
+    monkeypatch.setattr(P, "ALGOS", {"ditto": P.ALGOS["ditto"]})
+    got = {}
+    monkeypatch.setattr(P, "_report", lambda study, stages, picks, algos: got.update(picks=picks, stages=stages))
+    study = S.Study(str(tmp_path))
+    sweeps = {}
+    monkeypatch.setattr(study, "sweep", lambda name, overrides: sweeps.update({name: overrides}))
+    monkeypatch.setattr(study, "runs", lambda *names: [r for n in names for r in stages.get(n, [])])
+    P.run(study, argparse.Namespace(reduced=False))
+    assert {"algo.lam=0.1,1", "algo.personal_optimizer.learning_rate=0.01,0.03,0.1",
+            "algo.client_optimizer.learning_rate=0.1", "seed=0"} <= set(sweeps["personal/ditto/user/lr0.1"])
+    assert "algo.personal_init=initial,global" in sweeps["personal/ditto/example/lr0.2"]
+    assert not any("personal_init" in o for o in sweeps["personal/ditto/user/lr0.1"])
+    final = "final/ditto/example/lr0.2-lam1-plr0.01-initglobal"
+    assert got["stages"] == ["known", "final/ditto/example/lr0.2-lam1-plr0.01-initglobal",
+                             "final/ditto/user/lr0.1-lam1-plr0.03"]
+    assert {"algo.lam=1", "algo.personal_optimizer.learning_rate=0.01", "algo.personal_init=global",
+            "algo.client_optimizer.learning_rate=0.2", "seed=1,2"} <= set(sweeps[final])
+    assert sorted(r.path for r in P.picked_runs(study, got["picks"])) == ["e1", "u1"]
+    tuned = P._tuned_yaml(got["picks"], P.ALGOS)
+    assert ("{when: {algo.name: ditto, task.split_by: example}, set: {algo.client_optimizer.learning_rate: 0.2, "
+            "algo.lam: 1, algo.personal_optimizer.learning_rate: 0.01, algo.personal_init: global}}") in tuned
+    md = open(P._tuning_md(study, got["picks"])).read()
+    assert "| ditto | user | lr=0.1 **(picked)** | 0.3300 |" in md and "| ditto | user | lr=0.2 | 0.3000 |" in md
+    assert "| ditto | user | lam=1, plr=0.03 **(picked)** | 0.3600 |" in md
+    assert "| ditto | example | lam=1, plr=0.01, init=global **(picked)** | 0.3900 |" in md
