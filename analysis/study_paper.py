@@ -50,8 +50,9 @@ KNOWN = {"fedrecon": (0.5, 0.5), "fedavg": (0.1, 0.2), "stateful_fedavg": (0.2, 
 REDUCED = ("fedrecon", "fedavg")
 # Keys an algorithm has beyond the client rate, tuned at its picked rate on seed 0 (the personal
 # stage): Ditto's pull towards the global model and its personal rate, and on seen users where
-# each v starts (w_0, the paper's, or the global model on a client's first visit)
-_DITTO = {"algo.lam": (0.1, 1.0), "algo.personal_optimizer.learning_rate": (0.01, 0.03, 0.1)}
+# each v starts (w_0, the paper's, or the global model on a client's first visit). lambda 3 came
+# after 1 was picked at the grid's edge (appended: a sweep's earlier jobs keep their numbers)
+_DITTO = {"algo.lam": (0.1, 1.0, 3.0), "algo.personal_optimizer.learning_rate": (0.01, 0.03, 0.1)}
 PERSONAL = {("ditto", "user"): _DITTO, ("ditto", "example"): {**_DITTO, "algo.personal_init": ("initial", "global")}}
 SHORT = {LR: "lr", "algo.lam": "lam", "algo.personal_optimizer.learning_rate": "plr", "algo.personal_init": "init"}
 ROWS = ["algo", "algo.clusters", "eval_mode", "task.split_by"]

@@ -212,7 +212,7 @@ def test_paper_study_tunes_dittos_own_keys_at_its_picked_rate_and_runs_its_final
     monkeypatch.setattr(study, "sweep", lambda name, overrides: sweeps.update({name: overrides}))
     monkeypatch.setattr(study, "runs", lambda *names: [r for n in names for r in stages.get(n, [])])
     P.run(study, argparse.Namespace(reduced=False))
-    assert {"algo.lam=0.1,1", "algo.personal_optimizer.learning_rate=0.01,0.03,0.1",
+    assert {"algo.lam=0.1,1,3", "algo.personal_optimizer.learning_rate=0.01,0.03,0.1",
             "algo.client_optimizer.learning_rate=0.1", "seed=0"} <= set(sweeps["personal/ditto/user/lr0.1"])
     assert "algo.personal_init=initial,global" in sweeps["personal/ditto/example/lr0.2"]
     assert not any("personal_init" in o for o in sweeps["personal/ditto/user/lr0.1"])

@@ -135,10 +135,10 @@ class Executor:
         its leading axis); returns (sums, kept): sums = a ClientOut of sum_c w_c delta_c,
         sum_c w_c and the summed tallies (those fn returns), kept = fn's `keep` outputs
         stacked in client order (None if it has none, or with `sink`).
-        load(positions) -> more per-client arrays for those clients, read a group (host: a
-        client) at a time; sink(positions, kept) takes each group's `keep` instead of stacking
-        them. Together they hold one group's clients' state at a time, not the round's (Ditto's
-        personal models: whole models)."""
+        load(positions) -> more per-client arrays for those clients, read a vmap group at a
+        time (host: a client; sequential, one compiled call: all); sink(positions, kept) takes
+        each group's `keep` instead of stacking them. Together they hold one group's clients'
+        state at a time, not the round's (Ditto's personal models: whole models)."""
         clients = jax.tree_util.tree_map(np.asarray, clients)
         part = lambda at: {**jax.tree_util.tree_map(lambda a: a[at], clients), **(load(at) if load else {})}
         n = len(counts)
