@@ -44,3 +44,14 @@ def test_malformed_entries_are_refused_in_one_line(entry, msg):
 
 def test_override_keys():
     assert tuned.override_keys(["+algo=x", "a.b=1", "++c=2", "~d", "seed=3"]) == {"algo", "a.b", "c", "seed"}
+
+
+@pytest.mark.parametrize("split,want", [
+    ("user", {"lam": 0.1, "personal": 0.03, "init": "initial"}),
+    ("example", {"lam": 1, "personal": 0.03, "init": "global"}),
+])
+def test_the_paper_preset_runs_dittos_tuned_personal_keys(split, want):
+    """Ditto's row sets its own keys too (make paper-movielens's personal stage), per user split."""
+    cfg = compose("experiment=movielens_paper", "+algo=ditto", f"task.split_by={split}")
+    got = {"lam": cfg.algo.lam, "personal": cfg.algo.personal_optimizer.learning_rate, "init": cfg.algo.personal_init}
+    assert got == want
