@@ -6,7 +6,8 @@ all 6,040 MovieLens-1M users, unseen (task.split_by=user) and seen (task.split_b
             (mean val accuracy over 3 seeds; conf/experiment/movielens_paper.yaml's tuned:),
             seeds 0-2, unseen and seen users: 24 runs
     tune    seed 0 of each other algorithm x user split x client rate in GRID
-    final   seeds 1 and 2 at each pick (seed 0 is the tune stage's run)
+    personal  seed 0 of an algorithm's own keys (PERSONAL: Ditto's) at its picked client rate
+    final   seeds 1 and 2 at each pick (seed 0 is the tune or personal stage's run)
     report  table.md/csv/tex: test users, mean ± std over the 3 seeds, per-user p10/p50/p90 and
             the fraction of users helped / hurt against FedAvg + fine-tuning (same seed, same
             users); tuning.md (every candidate's val score); ecdf/: the per-user test rating
