@@ -67,7 +67,7 @@ def available(algos: dict) -> list[str]:
 
 
 def _grid(values) -> str:
-    return ",".join(f"{v:g}" for v in values)
+    return ",".join(map(_str, values))
 
 
 def run(study: S.Study, args) -> list[str]:
@@ -86,7 +86,8 @@ def run(study: S.Study, args) -> list[str]:
     picks = {}
     for name in names:
         got = S.pick(study.runs(f"tune/{name}"), ["task.split_by"], [LR], METRIC)
-        picks.update({(name, split): {**p, "keys": [LR], "stage": f"tune/{name}"} for (split,), p in got.items()})
+        picks.update({(name, split): {"pick": p["pick"], "keys": [LR], "stage": f"tune/{name}", "tried": [([LR], p)]}
+                      for (split,), p in got.items()})
     for (name, split), p in sorted(picks.items()):  # then the algorithm's own keys, at its picked rate
         if (name, split) in PERSONAL:
             picks[(name, split)] = _tune_personal(study, name, split, p)
@@ -103,9 +104,9 @@ def _tune_personal(study: S.Study, name: str, split: str, p: dict) -> dict:
     grid, lr = PERSONAL[(name, split)], p["pick"][0]
     stage = f"personal/{name}/{split}/lr{lr:g}"
     study.sweep(stage, [*PRESET, *ALGOS[name], f"{LR}={lr:g}", f"task.split_by={split}",
-                        *(f"{k}={','.join(map(_str, v))}" for k, v in grid.items()), "seed=0"])
+                        *(f"{k}={_grid(v)}" for k, v in grid.items()), "seed=0"])
     got = S.pick(study.runs(stage), [], list(grid), METRIC)[()]
-    return {"pick": (lr, *got["pick"]), "keys": [LR, *grid], "stage": stage, "rate": p, "own": got}
+    return {"pick": (lr, *got["pick"]), "keys": [LR, *grid], "stage": stage, "tried": [*p["tried"], (list(grid), got)]}
 
 
 def _str(v) -> str:
@@ -181,7 +182,7 @@ def _tuning_md(study: S.Study, picks) -> str:
     """Every candidate's seed-0 val score: the client rates, then an algorithm's own keys at its rate."""
     lines = [f"| algorithm | users | candidate | val {METRIC} (seed 0) |", "|---|---|---|---|"]
     for (name, split), p in sorted(picks.items()):
-        for keys, stage in [([LR], p.get("rate", p))] + ([(p["keys"][1:], p["own"])] if "own" in p else []):
+        for keys, stage in p["tried"]:
             show = lambda c: ", ".join(f"{SHORT.get(k, k)}={_str(v)}" for k, v in zip(keys, c))
             for cand, v in sorted(stage["scores"].items(), key=lambda t: tuple(map(str, t[0]))):
                 mark = " **(picked)**" if cand == stage["pick"] else ""

@@ -61,20 +61,20 @@ def run(study: S.Study, args) -> list[str]:
 def _report(study: S.Study, command: str) -> list[str]:
     from analysis import table
 
-    out, every = [], []
+    out, every, shown = [], [], {}
     for task, (_, metric, *_rest) in TASKS.items():
         runs = study.runs(f"runs/{task}")
         if not runs:
             continue
         every += runs
+        shown[runs[0].key("task")] = [metric]  # the task's name in its runs (nwp for Shakespeare)
         ref = REFERENCE if any(r.key("algo") == REFERENCE.split(":")[0] for r in runs) else None
         t = table.Table(runs, [metric], "test", rows=["algo", "eval_mode"], client_stats=["p10", "p50", "p90"],
                         reference=ref).write(os.path.join(study.out, task), "table")
         out += t + study.doc(f"tasks_{task}", t[0], command)
     if every:  # README: each algorithm's headline mode, both tasks side by side
-        shown = {r.key("task"): TASKS[name][1] for name in TASKS for r in study.runs(f"runs/{name}")[:1]}
-        t = table.Table(every, sorted(set(shown.values())), "test", rows=["algo"], cols=["task"],
-                        col_metrics={task: [m] for task, m in shown.items()})
+        metrics = sorted({m for ms in shown.values() for m in ms})
+        t = table.Table(every, metrics, "test", rows=["algo"], cols=["task"], col_metrics=shown)
         t = t.write(os.path.join(study.out, "readme"), "table")
         out += t + study.doc("readme_tasks", t[0], command, page="README.md")
     return out

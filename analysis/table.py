@@ -191,9 +191,10 @@ class Table:
                               + "; not counted")
 
     def columns(self):
-        """(column value, metric) pairs that some row has (a task without the metric has no column)."""
+        """(column value, metric) pairs that some row has (self.best: a task without the metric has
+        no column), and that col_metrics lets that column show."""
         return [(col, m) for col in self.col_vals for m in self.metrics
-                if m in self.col_metrics.get(col[0], [m]) and any((row, col, m) in self.stats for row in self.row_vals)]
+                if (col, m) in self.best and m in self.col_metrics.get(col[0], [m])]
 
     def _cells(self, row, fmt, missing: str) -> list[str]:
         """One formatted cell per column: fmt(mean, std, n, is_best), or `missing`."""
@@ -260,10 +261,10 @@ class Table:
         esc = lambda s: (str(s).replace("\\", r"\textbackslash{}").replace("_", r"\_")
                          .replace("&", r"\&").replace("%", r"\%").replace("#", r"\#"))
         nr = len(self.row_keys) + bool(self.eps)  # the leading columns
-        widths = [(c, sum(1 for cc, _ in self.columns() if cc == c)) for c in self.col_vals]
-        widths = [(c, w) for c, w in widths if w]
+        shown = [c for c, _ in self.columns()]
+        widths = [(c, shown.count(c)) for c in self.col_vals if c in shown]
         lines = [r"% requires \usepackage{booktabs}",
-                 r"\begin{tabular}{" + "l" * nr + "c" * len(self.columns()) + "}", r"\toprule"]
+                 r"\begin{tabular}{" + "l" * nr + "c" * len(shown) + "}", r"\toprule"]
         groups = " & ".join([""] * nr + [rf"\multicolumn{{{w}}}{{c}}{{{esc(' / '.join(map(str, c)))}}}"
                                           for c, w in widths])
         lines.append(groups + r" \\")

@@ -229,3 +229,38 @@ def test_paper_study_tunes_dittos_own_keys_at_its_picked_rate_and_runs_its_final
     assert "| ditto | user | lr=0.1 **(picked)** | 0.3300 |" in md and "| ditto | user | lr=0.2 | 0.3000 |" in md
     assert "| ditto | user | lam=1, plr=0.03 **(picked)** | 0.3600 |" in md
     assert "| ditto | example | lam=1, plr=0.01, init=global **(picked)** | 0.3900 |" in md
+
+
+def test_tasks_study_gives_each_algorithm_fedrecons_step_budget_on_both_presets(tmp_path, capsys):
+    """make tasks-study: 6 algorithms x 2 presets, 2 seeds; FedAvg-style clients take FedRecon's
+    global epochs (EMNIST 2, Shakespeare 1), FedRep 1 local epoch, fine-tuning the preset's
+    reconstruction rate."""
+    assert S.main(["tasks", "--dry-run", "--out", str(tmp_path)]) == 0
+    jobs = {line.split("hydra.sweep.dir=")[1].split(str(tmp_path) + "/runs/")[1]: line
+            for line in capsys.readouterr().out.splitlines()}
+    assert len(jobs) == 12 and all("seed=0,1" in j for j in jobs.values())
+    assert "experiment=emnist_fedrecon" in jobs["emnist/fedavg"] and "algo.client_epochs=2" in jobs["emnist/fedavg"]
+    assert "algo.finetune.optimizer.learning_rate=0.5" in jobs["shakespeare/fedprox"]
+    assert "algo.client_epochs=1" in jobs["shakespeare/hypcluster"] and "algo.clusters=2" in jobs["shakespeare/hypcluster"]
+    assert {"algo.local_epochs=1", "algo.global_epochs=2"} <= set(jobs["emnist/fedrep"].split())
+    assert "algo.personal_optimizer.learning_rate=1" in jobs["shakespeare/ditto"].split()
+
+
+def test_tasks_study_readme_table_shows_each_tasks_headline_metric(tmp_path, monkeypatch):
+    """The README table: a column per task with that task's own metric (EMNIST accuracy, NWP
+    accuracy_no_oov), read from the runs once."""
+    from analysis import study_tasks as T
+
+    def run(task, algo, **test):
+        return R.Run(f"{task}-{algo}", {"task": task, "algo": algo, "status": "completed", "seed": 0,
+                                        "final": {"test": test}}, {})
+    stages = {"runs/emnist": [run("emnist", "fedrecon", accuracy=0.66), run("emnist", "ditto", accuracy=0.68)],
+              "runs/shakespeare": [run("nwp", "fedrecon", accuracy=0.07, accuracy_no_oov=0.09)]}
+    study = S.Study(str(tmp_path))
+    reads = []
+    monkeypatch.setattr(study, "runs", lambda *names: reads.extend(names) or [r for n in names for r in stages[n]])
+    T._report(study, "make tasks-study")
+    md = (tmp_path / "readme" / "table.md").read_text().splitlines()
+    assert md[0] == "| algo | emnist accuracy ↑ | nwp accuracy_no_oov ↑ |"
+    assert md[2] == "| ditto | **0.680** (n=1) | – |" and md[3] == "| fedrecon | 0.660 (n=1) | **0.090** (n=1) |"
+    assert sorted(reads) == ["runs/emnist", "runs/shakespeare"]

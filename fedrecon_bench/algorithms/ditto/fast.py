@@ -41,8 +41,7 @@ class Ditto(FedAvg):
         """s steps of v <- v - eta_p (grad F(v) + lam (v - w)). Plain SGD: the client's rows of a
         sparse table step in its view; its other rows, where grad F = 0, take the s steps'
         closed form w + (1 - eta_p lam)^s (v - w). Else every row steps."""
-        v = jax.tree_util.tree_map(jnp.asarray, c["v"])  # host mode hands a client's v over as numpy
-        sched, key, opt = c["steps"], jax.random.fold_in(c["key"], 1), self.personal_opt
+        v, sched, key, opt = c["v"], c["steps"], jax.random.fold_in(c["key"], 1), self.personal_opt
         if not opt.plain_sgd:
             new, _ = self.client.train(v, {}, opt, c["data"], sched, key, local=False, stats=False,
                                        prox=(self.lam, w))

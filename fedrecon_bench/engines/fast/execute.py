@@ -140,13 +140,23 @@ class Executor:
         each group's `keep` instead of stacking them. Together they hold one group's clients'
         state at a time, not the round's (Ditto's personal models: whole models)."""
         clients = jax.tree_util.tree_map(np.asarray, clients)
-        part = lambda at: {**jax.tree_util.tree_map(lambda a: a[at], clients), **(load(at) if load else {})}
+
+        def part(at):  # the clients at positions `at`, with their loaded state
+            mine = jax.tree_util.tree_map(lambda a: a[at], clients)
+            if load is None:
+                return mine
+            state = load(at)
+            if self.mode == "host":  # fn runs eagerly: JAX arrays, as the compiled modes' (numpy lacks `.at`)
+                state = jax.tree_util.tree_map(jnp.asarray, state)
+            return {**mine, **state}
         n = len(counts)
         if self.mode == "host":  # fn runs eagerly (its steps are compiled calls)
             return self._run_host(fn, shared, part, n, counts, delta_like, sink)
-        acc = self._empty(fn, shared, part(np.arange(1)) if load else clients, delta_like)
         if self.mode == "sequential":
             self._count(counts)
+            everyone = np.arange(n)
+            every = part(everyone) if load else clients
+            acc = self._empty(fn, shared, every, delta_like)
 
             def make():
                 def seq(shared, clients, acc):
@@ -155,8 +165,7 @@ class Executor:
                         return self._accumulate(acc, _stack1(out._replace(keep=None))), out.keep
                     return jax.lax.scan(body, acc, clients)
                 return seq
-            everyone = np.arange(n)
-            acc, kept = self._jit(("seq", fn), make)(shared, part(everyone) if load else clients, acc)
+            acc, kept = self._jit(("seq", fn), make)(shared, every, acc)
             if sink is None:
                 return acc, kept
             sink(everyone, kept)
@@ -168,6 +177,8 @@ class Executor:
             self._plans[key] = plan(counts, self.max_width, self.overhead)
         groups = self._plans[key]
         self._count(counts, groups)
+        first = part(groups[0]) if groups else clients  # also the shapes of the empty sums: read once
+        acc = self._empty(fn, shared, first, delta_like)
 
         def make():
             def group(shared, clients, acc):
@@ -176,9 +187,12 @@ class Executor:
             return group
         run_group = self._jit(("vmap", fn), make)
         kept = []
-        for g in groups:
-            acc, k = run_group(shared, part(g), acc)
-            kept.append(k) if sink is None else sink(g, k)
+        for i, g in enumerate(groups):
+            acc, k = run_group(shared, first if i == 0 else part(g), acc)
+            if sink is None:
+                kept.append(k)
+            else:
+                sink(g, k)
         if sink is not None or kept[0] is None:
             return acc, None
         inverse = np.argsort(np.concatenate(groups))
@@ -195,7 +209,10 @@ class Executor:
             if acc is None:
                 acc = self._zero(jax.eval_shape(lambda: out), delta_like)
             acc = add(acc, out._replace(keep=None))
-            kept.append(out.keep) if sink is None else sink(at, _stack1(out.keep))
+            if sink is None:
+                kept.append(out.keep)
+            else:
+                sink(at, _stack1(out.keep))
         if sink is not None or kept[0] is None:
             return acc, None
         return acc, jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *kept)
